@@ -1,0 +1,1 @@
+"""Raw logs to parsed templates, labels, datasets and VeRL parquet."""

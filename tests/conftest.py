@@ -1,0 +1,78 @@
+"""Shared pytest fixtures: offline tiny models and the real-data location."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def load_script(name: str) -> ModuleType:
+    """Import ``scripts/<name>.py`` (scripts/ is not a package)."""
+    path = REPO_ROOT / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked ``gpu`` when no CUDA device is visible."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository root."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data``; tests that use it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model_builder() -> ModuleType:
+    """The ``scripts/build_tiny_model.py`` module."""
+    return load_script("build_tiny_model")
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model(tmp_path_factory: pytest.TempPathFactory, tiny_model_builder: ModuleType) -> Path:
+    """A tiny Qwen2 chat model with a BPE tokenizer and ChatML template, built offline."""
+    out = tmp_path_factory.mktemp("tiny_chat_model")
+    return tiny_model_builder.build_tiny_causal_lm(out, arch="qwen2", vocab_size=512, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_scorer_model(tmp_path_factory: pytest.TempPathFactory, tiny_model_builder: ModuleType) -> Path:
+    """A tiny GPT-2 used as the perplexity scorer in reward tests."""
+    out = tmp_path_factory.mktemp("tiny_scorer_model")
+    return tiny_model_builder.build_tiny_causal_lm(
+        out, arch="gpt2", vocab_size=384, hidden_size=32, num_layers=2, num_heads=2, seed=1,
+        max_positions=1024,
+    )

@@ -1,0 +1,1 @@
+"""Prediction, evaluation and detection for trained models (runnable by path)."""
