@@ -27,9 +27,9 @@ from typing import Any
 
 logger = logging.getLogger("build_tiny_model")
 
-SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<answer>", "</answer>",
-]
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Answer tags get one token each but are *not* special: decoding with skip_special_tokens keeps them.
+TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
 
 # Qwen-style ChatML template: the same shape as Qwen2's, so VeRL and predict render it identically.
 CHAT_TEMPLATE = (
@@ -119,6 +119,7 @@ def build_chat_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> Any:
         tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         bos_token=None, unk_token=None,
     )
+    tokenizer.add_tokens(TAG_TOKENS)
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
