@@ -1,0 +1,66 @@
+"""``python -m logdata``: one registry of subcommands.
+
+Each entry of :data:`COMMANDS` maps a subcommand name to a module exposing
+``register(subparsers) -> None``, which adds its parser with ``set_defaults(func=...)``; ``func``
+takes the parsed arguments and returns an exit status. Modules are imported lazily, so adding a
+subcommand is one line here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from logdata.errors import LogDataError
+
+COMMANDS: dict[str, str] = {
+    "prepare": "logdata.prepare",
+    "parse": "logdata.parse",
+    "patch": "logdata.patch",
+    "build": "logdata.build",
+    "synthetic": "logdata.synthetic",
+    "sequences": "logdata.sequences",
+    "rationales": "logdata.rationales",
+}
+
+EXIT_USAGE = 2
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """Return the top-level parser; only the requested subcommand's module is imported."""
+    parser = argparse.ArgumentParser(
+        prog="python -m logdata",
+        description="LogRL data stage: raw logs → templates → labels → VeRL parquet.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
+    wanted = [a for a in argv if a in COMMANDS][:1] or list(COMMANDS)
+    for name in COMMANDS:
+        if name in wanted:
+            importlib.import_module(COMMANDS[name]).register(subparsers)
+        else:
+            subparsers.add_parser(name, help=f"(see: python -m logdata {name} --help)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; a :class:`LogDataError` becomes ``error: <message>`` and exit status 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except LogDataError as exc:
+        message = " ".join(str(exc).split())
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

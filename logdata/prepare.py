@@ -1,0 +1,80 @@
+"""``python -m logdata prepare``: parse → patch (optional) → build, in one command.
+
+Writes ``structured.parquet``, ``templates.csv`` (+ ``templates.json``, the reusable template
+store), ``train.parquet``, ``val.parquet``, ``test.parquet``, ``sessions_test.parquet`` and
+``meta.json`` into ``--out``; every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from logdata.build import add_build_args, build_datasets, params_from_args
+from logdata.io import sha256_file
+from logdata.parse import add_input_args, parse_file
+from logdata.patch import apply_patch, load_patch
+
+logger = logging.getLogger(__name__)
+
+
+def prepare(args: argparse.Namespace) -> dict:
+    """Run the whole data stage from parsed CLI arguments and return the meta dict."""
+    started = time.perf_counter()
+    params = params_from_args(args)
+    if args.patch:
+        load_patch(args.patch)  # fail fast on a bad patch, before the long parse
+    result = parse_file(args.input, args.dataset, args.out, args.labels, args.templates_in,
+                        not args.reparse, not args.no_progress)
+    sources = {"input": {"path": str(args.input), "sha256": result.stats.sha256}}
+    if args.labels:
+        sources["labels"] = {"path": str(args.labels), "sha256": result.labels_sha256}
+    extra: dict = {"parse": {**result.stats.to_json(), "templates": result.n_templates}}
+    if args.patch:
+        report = apply_patch(result.structured, args.patch)
+        extra["patch"] = report.to_json()
+        sources["patch"] = {"path": str(args.patch), "sha256": sha256_file(args.patch)}
+    if args.templates_in:
+        sources["templates_in"] = {"path": str(args.templates_in),
+                                   "sha256": sha256_file(args.templates_in)}
+    extra["sources"] = sources
+    meta = build_datasets(args.out, params, extra)
+    logger.info("prepare finished in %.1f s", time.perf_counter() - started)
+    return meta
+
+
+def summary(meta: dict, out: Path) -> str:
+    """Return the final multi-line summary printed by the CLI."""
+    parse = meta["parse"]
+    lines = [
+        f"prepared {meta['params']['dataset']} into {out}",
+        f"  lines: {parse['kept']:,} kept of {parse['lines']:,}; skipped "
+        + ", ".join(f"{k} {v}" for k, v in parse["skipped"].items()),
+        f"  templates: {meta['templates']['total']} ({meta['templates']['abnormal']} abnormal)",
+        "  rows: " + ", ".join(f"{s} {n} (anomaly ratio {meta['anomaly_ratio'][s]:.3f})"
+                                for s, n in meta["rows"].items()),
+        f"  sessions_test: {meta['sessions_test']['sessions']} "
+        f"({meta['sessions_test']['abnormal']} abnormal)",
+    ]
+    if "patch" in meta:
+        lines.append(f"  patch: lines changed {meta['patch']['lines_changed']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the ``prepare`` subcommand."""
+    meta = prepare(args)
+    print(summary(meta, args.out))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``prepare`` subcommand."""
+    parser = subparsers.add_parser(
+        "prepare", help="raw log → structured.parquet, templates, VeRL parquet, sessions, meta")
+    add_input_args(parser)
+    parser.add_argument("--patch", type=Path, help="RationAnomaly label patch (JSON)")
+    add_build_args(parser)
+    parser.set_defaults(func=run)

@@ -1,0 +1,18 @@
+"""The docstring examples of the data-stage modules run and hold."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ("logdata.drain", "logdata.windows", "logdata.patch", "logdata.build",
+           "logdata.prompts")
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_doctests(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted > 0
+    assert result.failed == 0
