@@ -1,0 +1,168 @@
+"""Next-key models and top-K detection, including the synthetic end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from logdata.errors import LogDataError
+from logdata.keyseq_model import ARCHITECTURES, build_keyseq_model, load_model, model_config
+from logdata.keyseq_vocab import KeyVocab
+from validation.keyseq_detect import (
+    DEFAULT_K,
+    aggregate,
+    cap_k,
+    loop_ranks,
+    resolve_k,
+    score_chunks,
+    true_key_ranks,
+)
+from verl_recipes.local.keyseq_pretrain import PretrainConfig, pretrain
+
+KEYS = [f"E{i}" for i in range(12)]
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return KeyVocab.build([KEYS])
+
+
+@pytest.fixture(scope="module")
+def tiny(vocab, tmp_path_factory):
+    out = tmp_path_factory.mktemp("keyseq_tiny")
+    build_keyseq_model(vocab, "gpt_neo_tiny", out, context=64, seed=0)
+    return out
+
+
+def test_architecture_table(vocab):
+    gpt2 = model_config("loggpt", vocab)
+    assert (gpt2.n_layer, gpt2.n_head, gpt2.n_embd) == (6, 6, 60)
+    neo = model_config("gpt_neo_1.3b", vocab)  # config only, never instantiated
+    assert (neo.num_layers, neo.hidden_size, neo.max_position_embeddings) == (24, 2048, 2048)
+    assert neo.vocab_size == len(vocab) and neo.bos_token_id == vocab.id_of("<bos>")
+    assert set(ARCHITECTURES) == {"loggpt", "gpt_neo_tiny", "gpt_neo_1.3b"}
+    with pytest.raises(LogDataError):
+        model_config("nope", vocab)
+
+
+def test_tokenizer_one_token_per_key_and_unknown(tiny, vocab):
+    _, tok = load_model(tiny)
+    assert tok("E3 E0 NEW")["input_ids"] == [vocab.id_of("E3"), vocab.id_of("E0"),
+                                              vocab.id_of("<unk>")]
+    assert len(tok) == len(vocab)
+    rendered = tok.apply_chat_template([{"role": "user", "content": "E1 E2"}], tokenize=False)
+    assert rendered == "<bos>E1 E2"
+
+
+def test_ranks_match_the_per_position_loop(tiny):
+    model, tok = load_model(tiny)
+    rng = np.random.default_rng(0)
+    ids = [[tok.bos_token_id, *rng.integers(4, len(tok), size=n).tolist()] for n in (9, 3, 6, 1)]
+    scores = score_chunks(model, ids, [1, 3, 5], tok.pad_token_id, batch_size=3)
+    for row, seq in enumerate(ids):
+        ref = np.array(loop_ranks(model, seq))
+        assert scores.n_keys[row] == len(ref)
+        assert scores.max_rank[row] == (ref.max() if len(ref) else 0)
+        for j, k in enumerate([1, 3, 5]):
+            assert scores.misses[row, j] == int((ref >= k).sum())
+            first = np.flatnonzero(ref >= k)
+            assert scores.first_miss[row, j] == (first[0] if len(first) else -1)
+
+
+def test_true_key_rank_counts_strictly_greater_logits():
+    logits = torch.tensor([[[3.0, 1.0, 2.0, 2.0], [0.0, 5.0, 1.0, 1.0]]])
+    assert true_key_ranks(logits, torch.tensor([[2, 1]])).tolist() == [[1, 0]]
+
+
+def test_skip_first_excludes_leading_keys(tiny):
+    model, tok = load_model(tiny)
+    ids = [[tok.bos_token_id, 5, 6, 7]]
+    full = score_chunks(model, ids, [1], tok.pad_token_id)
+    skipped = score_chunks(model, ids, [1], tok.pad_token_id, skip=[1])
+    ref = loop_ranks(model, ids[0])
+    assert full.misses[0, 0] == sum(r >= 1 for r in ref)
+    assert skipped.misses[0, 0] == sum(r >= 1 for r in ref[1:])
+    assert skipped.n_keys[0] == 2
+
+
+def test_cap_and_default_k():
+    assert cap_k(690, 100) == 95 and cap_k(7, 100) == 7
+    assert resolve_k(None, "hdfs", 1000) == (7, 7)
+    assert resolve_k(None, "bgl", 50) == (DEFAULT_K["bgl"], 47)
+    with pytest.raises(LogDataError):
+        resolve_k(None, "synthetic", 100)
+
+
+def test_chunks_aggregate_per_sequence():
+    from validation.keyseq_detect import ChunkScores
+
+    rows = pd.DataFrame({"sequence_id": ["a", "a", "b"], "label": ["abnormal"] * 2 + ["normal"],
+                         "offset": [0, 4, 0], "keys": [["x"] * 4, ["x"] * 2, ["x"] * 3]})
+    scores = ChunkScores(misses=np.array([[0], [2], [0]]), first_miss=np.array([[-1], [1], [-1]]),
+                         max_rank=np.array([0, 9, 0]), n_keys=np.array([4, 2, 3]))
+    out = aggregate(rows, scores, min_misses=0).set_index("sequence_id")
+    assert out.loc["a", "misses_per_k"].tolist() == [2]
+    assert out.loc["a", "first_miss_per_k"].tolist() == [5]  # offset 4 + position 1
+    assert out.loc["a", "n_events"] == 6 and out.loc["a", "max_rank"] == 9
+    assert out.loc["b", "first_miss_per_k"].tolist() == [-1]
+
+
+def _cli(args, cwd):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.slow
+def test_synthetic_end_to_end_reaches_f1_090(tmp_path, repo_root):
+    """build → pretrain → detect on synthetic HDFS-like logs whose anomalies break key order."""
+    from logdata.synthetic import generate_logs
+
+    log = generate_logs(tmp_path / "hdfs.log", 12000, fmt="hdfs", anomaly_rate=0.1, seed=1)
+    parsed = _cli(["-m", "logdata", "parse", "--dataset", "hdfs", "--input", str(log), "--labels",
+                   str(tmp_path / "anomaly_label.csv"), "--out", str(tmp_path / "p"),
+                   "--no-progress"], repo_root)
+    assert parsed.returncode == 0, parsed.stderr
+    data = tmp_path / "seq"
+    built = _cli(["-m", "logdata", "sequences", "--structured",
+                  str(tmp_path / "p" / "structured.parquet"), "--out", str(data),
+                  "--data-source", "synthetic", "--window", "block", "--n-train", "600",
+                  "--context", "64"], repo_root)
+    assert built.returncode == 0, built.stderr
+    threads = torch.get_num_threads()
+    try:
+        summary = pretrain(data, tmp_path / "model", PretrainConfig(
+            arch="gpt_neo_tiny", epochs=4, lr=3e-3, batch_size=8, schedule="linear",
+            warmup_steps=20, seed=0, threads=1))
+    finally:
+        torch.set_num_threads(threads)
+    assert summary["best_val_loss"] < 1.0
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+    out = tmp_path / "detect"
+    done = _cli([str(repo_root / "validation" / "keyseq_detect.py"), "--model",
+                 str(tmp_path / "model"), "--data", str(data / "test.parquet"), "--out", str(out),
+                 "--k", "1", "--skip-first", "1", "--k-sweep", "1,2,3,5"], repo_root)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    overall = metrics["session"]["overall"]
+    assert overall["f1"] >= 0.9, overall
+    assert metrics["keyseq"]["k"] == 1 and [r["k"] for r in metrics["keyseq"]["sweep"]] == [1, 2,
+                                                                                         3, 5]
+    assert metrics["keyseq"]["sequences_per_s"] > 0
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert {"sequence_id", "label", "misses", "first_miss", "pred"} <= set(scores.columns)
+    flagged = scores[scores["pred"] == "abnormal"]
+    assert (flagged["misses"] > 0).all() and (flagged["first_miss"] >= 0).all()
+    assert (out / "k_sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_detect_cli_rejects_bad_input(tmp_path, repo_root, tiny):
+    done = _cli([str(repo_root / "validation" / "keyseq_detect.py"), "--model", str(tiny),
+                 "--data", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "o"),
+                 "--k", "3"], repo_root)
+    assert done.returncode == 2 and done.stderr.strip().startswith("error:")
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,1 @@
+"""The ``keyseq_sft`` recipe: next-key cross-entropy pretraining on verl's SFT trainer."""

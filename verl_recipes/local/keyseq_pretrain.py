@@ -1,0 +1,330 @@
+r"""Cross-entropy pretraining of a next-key model on normal log-key sequences (local backend).
+
+Reads the output of ``python -m logdata sequences`` (``train.parquet``, ``val.parquet``,
+``vocab.json``, ``meta.json``), builds a randomly initialised model of one of
+``logdata.keyseq_model.ARCHITECTURES`` with a key tokenizer, and trains it with AdamW on
+``<bos> keys… [<eos>]`` (``<eos>`` only after a sequence's last chunk), padding masked out of the
+loss. The validation loss is computed after every epoch (and every ``--eval-every`` steps); the
+checkpoint with the best validation loss is kept in ``--out`` (safetensors + tokenizer), with
+``pretrain_summary.json``.
+
+Usage::
+
+    python -m verl_recipes.local.keyseq_pretrain --data datasets/bgl_keyseq --arch loggpt \\
+        --out outputs/loggpt_bgl --epochs 20 --lr 1e-4 --batch-size 16
+
+LogGPT's settings are the defaults (AdamW 1e-4, batch 16, best validation loss kept). On clusters
+use verl's SFT trainer instead (``verl_recipes/keyseq_sft``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from logdata.errors import LogDataError
+from logdata.io import atomic_write_text
+from logdata.keyseq_model import ARCHITECTURES, build_keyseq_model, keys_to_ids, save_model
+from logdata.keyseq_vocab import KeyVocab
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Pretraining settings (LogGPT's defaults).
+
+    Attributes:
+        arch: Architecture name.
+        epochs: Passes over the training set.
+        lr: AdamW learning rate.
+        batch_size: Sequences per step.
+        weight_decay: AdamW weight decay.
+        max_steps: Stop after this many steps (0: no limit).
+        eval_every: Also evaluate every N steps (0: once per epoch only).
+        context: Model positions (default: the data's context from ``meta.json``).
+        seed: Seed of initialisation and shuffling.
+        device: ``cpu``, ``cuda`` or ``auto``.
+        schedule: Learning-rate schedule, a key of :data:`SCHEDULES`.
+        warmup_steps: Linear warm-up steps (schedules other than ``constant``).
+        max_grad_norm: Gradient clipping norm (0: off).
+        threads: Torch CPU threads (None: torch's default; 1 is fastest for tiny models).
+    """
+
+    arch: str = "loggpt"
+    epochs: int = 10
+    lr: float = 1e-4
+    batch_size: int = 16
+    weight_decay: float = 0.0
+    max_steps: int = 0
+    eval_every: int = 0
+    context: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    threads: int | None = None
+
+
+def _warmup(step: int, warmup: int) -> float:
+    """Linear warm-up factor (1 after ``warmup`` steps)."""
+    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+
+def _linear(step: int, total: int, warmup: int) -> float:
+    """Warm-up, then linear decay to 0 at ``total``."""
+    if step < warmup:
+        return _warmup(step, warmup)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def _cosine(step: int, total: int, warmup: int) -> float:
+    """Warm-up, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return _warmup(step, warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+#: Learning-rate multiplier per step: name → f(step, total, warmup). LogGPT uses ``constant``.
+SCHEDULES: dict[str, Callable[[int, int, int], float]] = {
+    "constant": lambda step, total, warmup: _warmup(step, warmup),
+    "linear": _linear,
+    "cosine": _cosine,
+}
+
+
+def encode_rows(rows: pd.DataFrame, tokenizer: Any) -> list[list[int]]:
+    """Token ids of every chunk: ``<bos>`` + keys, plus ``<eos>`` after a sequence's last chunk."""
+    out = []
+    for keys, chunk, n_chunks in zip(rows["keys"], rows["chunk"], rows["n_chunks"], strict=True):
+        ids = [tokenizer.bos_token_id, *keys_to_ids(tokenizer, list(keys))]
+        if chunk == n_chunks - 1:
+            ids.append(tokenizer.eos_token_id)
+        out.append(ids)
+    return out
+
+
+def collate(batch: list[list[int]], pad_id: int) -> dict[str, Any]:
+    """Right-pad a batch; labels are the inputs with padding set to ``-100``."""
+    import torch
+
+    width = max(len(ids) for ids in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, ids in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask[row, : len(ids)] = 1
+    labels = input_ids.masked_fill(mask == 0, IGNORE_INDEX)
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def evaluate_loss(model: Any, data: list[list[int]], pad_id: int, batch_size: int,
+                  device: str) -> float:
+    """Mean per-token cross-entropy of ``model`` on ``data`` (``nan`` when empty)."""
+    import torch
+
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            batch = {k: v.to(device) for k, v in collate(data[start:start + batch_size],
+                                                         pad_id).items()}
+            logits = model(input_ids=batch["input_ids"],
+                           attention_mask=batch["attention_mask"]).logits[:, :-1]
+            labels = batch["labels"][:, 1:]
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                ignore_index=IGNORE_INDEX, reduction="sum")
+            total += float(loss)
+            count += int((labels != IGNORE_INDEX).sum())
+    model.train()
+    return total / count if count else math.nan
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def data_context(data_dir: Path) -> int | None:
+    """The context the sequences were chunked for (``meta.json``), or None."""
+    try:
+        return int(json.loads((data_dir / "meta.json").read_text())["params"]["context"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _read_split(data_dir: Path, name: str) -> pd.DataFrame:
+    path = data_dir / f"{name}.parquet"
+    if not path.is_file():
+        raise LogDataError(f"{path} not found; run `python -m logdata sequences` first")
+    return pd.read_parquet(path)
+
+
+def pretrain(data_dir: Path, out_dir: Path, config: PretrainConfig) -> dict[str, Any]:
+    """Train a next-key model on ``data_dir``'s normal sequences; keep the best validation loss.
+
+    Args:
+        data_dir: Output folder of ``python -m logdata sequences``.
+        out_dir: Where the best checkpoint and ``pretrain_summary.json`` go.
+        config: Training settings.
+
+    Returns:
+        The summary (best validation loss, steps, seconds, history).
+
+    Raises:
+        LogDataError: On missing inputs or an empty training set.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    vocab = KeyVocab.load(data_dir / "vocab.json")
+    context = config.context or data_context(data_dir)
+    device = _device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    model, tokenizer = build_keyseq_model(vocab, config.arch, context=context, seed=config.seed)
+    model.to(device).train()
+    train = encode_rows(_read_split(data_dir, "train"), tokenizer)
+    val = encode_rows(_read_split(data_dir, "val"), tokenizer)
+    if not train:
+        raise LogDataError(f"{data_dir}/train.parquet has no rows")
+    too_long = max(len(ids) for ids in train + val) - model.config.max_position_embeddings
+    if too_long > 0:
+        raise LogDataError(f"sequences exceed the model context by {too_long} tokens; rebuild "
+                           "the data with a smaller --context")
+    pad_id = tokenizer.pad_token_id
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total = min(total, config.max_steps)
+    factor = SCHEDULES[config.schedule]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: factor(i, total, config.warmup_steps))
+    best, history, step, started = math.inf, [], 0, time.perf_counter()
+
+    def checkpoint(kind: str) -> None:
+        nonlocal best
+        loss = evaluate_loss(model, val or train, pad_id, config.batch_size * 2, device)
+        history.append({"step": step, "val_loss": loss, "kind": kind})
+        if loss < best:
+            best = loss
+            save_model(model, tokenizer, out_dir)
+        logger.info("step %d: validation loss %.4f (best %.4f)", step, loss, best)
+
+    progress = tqdm(total=total, desc="keyseq pretrain", unit="step")
+    while step < total:
+        order = torch.randperm(len(train), generator=generator).tolist()
+        for start in range(0, len(order), config.batch_size):
+            batch = collate([train[i] for i in order[start:start + config.batch_size]], pad_id)
+            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss.item():.3f}")
+            if config.eval_every and step % config.eval_every == 0:
+                checkpoint("steps")
+            if step >= total:
+                break
+        if not config.eval_every or step % config.eval_every:
+            checkpoint("epoch")
+    progress.close()
+    summary = {"config": asdict(config), "best_val_loss": best, "steps": step,
+               "seconds": time.perf_counter() - started, "train_rows": len(train),
+               "val_rows": len(val), "vocab_size": len(vocab), "history": history,
+               "validation": "val" if val else "train (val.parquet empty)"}
+    atomic_write_text(out_dir / "pretrain_summary.json", json.dumps(summary, indent=1))
+    return summary
+
+
+def init_model(data_dir: Path, out_dir: Path, arch: str, context: int | None = None,
+               seed: int = 0) -> Path:
+    """Save a randomly initialised model + key tokenizer for ``data_dir``'s vocabulary.
+
+    This is the starting point of verl's SFT trainer (``verl_recipes/keyseq_sft``).
+    """
+    vocab = KeyVocab.load(data_dir / "vocab.json")
+    build_keyseq_model(vocab, arch, out_dir, context=context or data_context(data_dir), seed=seed)
+    return out_dir
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m verl_recipes.local.keyseq_pretrain",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="`logdata sequences` output")
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="loggpt")
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint folder")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--max-steps", type=int, default=0, help="0: no limit")
+    parser.add_argument("--eval-every", type=int, default=0, help="steps; 0: per epoch")
+    parser.add_argument("--context", type=int, default=None, help="default: the data's context")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    parser.add_argument("--schedule", choices=sorted(SCHEDULES), default="constant",
+                        help="learning-rate schedule (LogGPT: constant)")
+    parser.add_argument("--warmup-steps", type=int, default=0)
+    parser.add_argument("--max-grad-norm", type=float, default=1.0, help="0: no clipping")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--init-only", action="store_true",
+                        help="only save the randomly initialised model (for verl's SFT trainer)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; one-line error and exit status 2 on bad input."""
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = PretrainConfig(
+        arch=args.arch, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        weight_decay=args.weight_decay, max_steps=args.max_steps, eval_every=args.eval_every,
+        context=args.context, seed=args.seed, device=args.device, schedule=args.schedule,
+        warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm, threads=args.threads,
+    )
+    checks = [(config.epochs >= 1, "--epochs must be >= 1"), (config.lr > 0, "--lr must be > 0"),
+              (config.batch_size >= 1, "--batch-size must be >= 1")]
+    try:
+        for ok, message in checks:
+            if not ok:
+                raise LogDataError(message)
+        if args.init_only:
+            init_model(args.data, args.out, args.arch, args.context, args.seed)
+            print(f"initialised {args.arch} in {args.out}")
+            return 0
+        summary = pretrain(args.data, args.out, config)
+    except LogDataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"best validation loss {summary['best_val_loss']:.4f} after {summary['steps']} steps "
+          f"({summary['seconds']:.1f} s); model in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
