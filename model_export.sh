@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Export a training checkpoint to one Hugging Face folder (weights + tokenizer + chat template).
+#
+#   bash model_export.sh CHECKPOINT OUT_DIR [--base BASE_MODEL]
+#
+#   CHECKPOINT  a verl run (checkpoints/<project>/<experiment>, a global_step_N folder or its
+#               actor/ folder): merged with `python -m verl.model_merger merge --backend fsdp`;
+#               a LoRA adapter left by the merger is merged into the base weights;
+#               or a local-backend output (outputs/local_grpo, its final/ or checkpoint-N/):
+#               re-saved as safetensors, a LoRA adapter merged into its base (--base to override).
+#   OUT_DIR     the Hugging Face folder to write; checked by loading it with AutoModelForCausalLM.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [[ -x "$ROOT/.venv/bin/python" ]]; then PY="$ROOT/.venv/bin/python"; else PY="python"; fi
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
+
+if [[ $# -lt 2 || "$1" == "-h" || "$1" == "--help" ]]; then
+  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; [[ $# -ge 2 ]] && exit 0 || exit 2
+fi
+SRC="$1"; OUT="$2"; shift 2
+BASE=()
+if [[ $# -ge 2 && "$1" == "--base" ]]; then BASE=(--base "$2"); shift 2; fi
+if [[ $# -gt 0 ]]; then echo "error: unexpected argument '$1'" >&2; exit 2; fi
+if [[ ! -e "$SRC" ]]; then echo "error: checkpoint not found: $SRC" >&2; exit 2; fi
+
+if ACTOR="$("$PY" -m verl_recipes.local.export find-verl "$SRC" 2>/dev/null)"; then
+  echo "[model_export] verl FSDP checkpoint: $ACTOR" >&2
+  "$PY" -m verl.model_merger merge --backend fsdp --local_dir "$ACTOR" --target_dir "$OUT"
+  "$PY" -m verl_recipes.local.export merge-lora "$OUT"
+  "$PY" -m verl_recipes.local.export verify "$OUT"
+else
+  echo "[model_export] local-backend checkpoint: $SRC" >&2
+  "$PY" -m verl_recipes.local.export local "$SRC" "$OUT" "${BASE[@]}"
+fi
+echo "[model_export] wrote $OUT" >&2

@@ -1,0 +1,120 @@
+"""Pieces shared by the local GRPO and SFT runs: device/precision, model loading, metrics log, save."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "local_config.json"
+# Files the HF Trainer writes with pickle; removed from the final (user-facing) model folder.
+PICKLED_FILES: tuple[str, ...] = ("training_args.bin",)
+
+
+def precision_flags(precision: str) -> dict[str, bool]:
+    """Return TrainingArguments precision/device flags for ``auto``, ``bf16``, ``fp16`` or ``fp32``.
+
+    >>> precision_flags("fp32")["bf16"]
+    False
+    """
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if precision not in {"bf16", "fp16", "fp32"}:
+        raise ValueError(f"trainer.precision must be auto, bf16, fp16 or fp32, not {precision!r}")
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16", "use_cpu": not cuda}
+
+
+def load_model_and_tokenizer(path: Path, dtype: str = "auto") -> tuple[Any, Any]:
+    """Load a local HF causal LM and its tokenizer (no remote code, offline).
+
+    Raises:
+        ValueError: When the tokenizer has no chat template (prompts are chat messages).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"{path}: the tokenizer has no chat template; prompts are chat messages")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=False)
+    return model, tokenizer
+
+
+def peft_config(lora: dict[str, Any]) -> Any:
+    """Return a peft ``LoraConfig`` when ``lora.rank > 0``, else ``None``."""
+    if int(lora.get("rank") or 0) <= 0:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=int(lora["rank"]), lora_alpha=int(lora["alpha"]), lora_dropout=float(lora["dropout"]),
+        target_modules=lora["target_modules"], task_type="CAUSAL_LM",
+    )
+
+
+def metrics_callback(out_dir: Path) -> Any:
+    """A ``TrainerCallback`` appending every log record (losses, rewards/<component>/…) to JSONL."""
+    from transformers import TrainerCallback
+
+    path = out_dir / METRICS_FILE
+
+    class JsonlMetrics(TrainerCallback):
+        """Append ``{"step": …, **logs}`` to ``metrics.jsonl`` on every log event."""
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if not logs or not state.is_world_process_zero:
+                return
+            record = {"step": state.global_step, **{k: _num(v) for k, v in logs.items()}}
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    return JsonlMetrics()
+
+
+def _num(value: Any) -> Any:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def save_final(trainer: Any, tokenizer: Any, out_dir: Path, config: dict[str, Any]) -> Path:
+    """Save the trained model (safetensors), tokenizer and chat template to ``out_dir/final``.
+
+    LoRA runs save the adapter there; ``model_export.sh`` merges it into the base. The pickled
+    ``training_args.bin`` is removed; the run's settings are in ``local_config.json`` instead.
+    """
+    final = out_dir / "final"
+    trainer.save_model(str(final))
+    tokenizer.save_pretrained(str(final))
+    for name in PICKLED_FILES:
+        (final / name).unlink(missing_ok=True)
+    write_json(final / CONFIG_FILE, config)
+    return final
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temp file in the same folder, then ``os.replace``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
+    """Read the ``metrics.jsonl`` records of a run (empty when absent)."""
+    path = Path(out_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]

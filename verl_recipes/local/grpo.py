@@ -1,0 +1,104 @@
+"""Local GRPO: TRL ``GRPOTrainer`` on CPU or one GPU over the verl parquet, with the LogRL reward.
+
+Same data (``data.train_files``: the RLHF parquet from ``logdata prepare``), same reward kwargs as
+the ``rationanomaly_grpo`` recipe (through ``reward.trl_adapter.make_trl_reward_funcs``), same
+group-normalised advantages (TRL's ``scale_rewards="group"``). The class-weighted estimator is
+verl-only; here every group counts the same. Metrics, including each reward component
+(``logrl/<component>``), go to ``<output_dir>/metrics.jsonl``; the final model (safetensors,
+tokenizer, chat template) to ``<output_dir>/final``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from verl_recipes.local.common import (
+    load_model_and_tokenizer,
+    metrics_callback,
+    peft_config,
+    precision_flags,
+    save_final,
+    write_json,
+)
+from verl_recipes.local.config import resolve_path
+from verl_recipes.local.data import grpo_dataset
+
+logger = logging.getLogger(__name__)
+
+
+def grpo_arguments(cfg: dict[str, Any], out_dir: Path, has_eval: bool) -> Any:
+    """Map the local config onto ``trl.GRPOConfig``."""
+    from trl import GRPOConfig
+
+    trainer, grpo = cfg["trainer"], cfg["grpo"]
+    per_device = int(trainer["per_device_train_batch_size"])
+    # A generation batch must hold whole groups: round it up to a multiple of num_generations.
+    generations = int(grpo["num_generations"])
+    generation_batch = max(generations, -(-per_device // generations) * generations)
+    return GRPOConfig(
+        output_dir=str(out_dir),
+        max_steps=int(trainer["max_steps"]),
+        num_train_epochs=float(trainer["num_train_epochs"]),
+        learning_rate=float(trainer["learning_rate"]),
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=int(trainer["gradient_accumulation_steps"]),
+        generation_batch_size=generation_batch * int(trainer["gradient_accumulation_steps"]),
+        num_generations=generations,
+        max_completion_length=int(grpo["max_completion_length"]),
+        temperature=float(grpo["temperature"]),
+        beta=float(grpo["beta"]),
+        epsilon=float(grpo["epsilon"]),
+        loss_type=str(grpo["loss_type"]),
+        scale_rewards=grpo["scale_rewards"],
+        logging_steps=int(trainer["logging_steps"]),
+        save_steps=int(trainer["save_steps"]),
+        save_total_limit=int(trainer["save_total_limit"]),
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=int(trainer["save_steps"]) if has_eval else None,
+        seed=int(trainer["seed"]),
+        data_seed=int(trainer["seed"]),
+        report_to=list(trainer["report_to"] or []),
+        remove_unused_columns=False,
+        disable_tqdm=False,
+        log_completions=False,
+        **precision_flags(str(trainer["precision"])),
+    )
+
+
+def run_grpo(cfg: dict[str, Any]) -> Path:
+    """Train with GRPO as configured; return the folder of the final model.
+
+    Args:
+        cfg: A config from :func:`verl_recipes.local.config.build_config` (mode ``grpo``).
+    """
+    from transformers import set_seed
+    from trl import GRPOTrainer
+
+    from reward.trl_adapter import make_trl_reward_funcs
+
+    set_seed(int(cfg["trainer"]["seed"]))
+    out_dir = resolve_path(cfg["trainer"]["output_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "local_config.json", cfg)
+
+    model, tokenizer = load_model_and_tokenizer(resolve_path(cfg["model"]["path"]), cfg["model"]["dtype"])
+    data = cfg["data"]
+    train = grpo_dataset(resolve_path(data["train_files"]), int(data["max_samples"]))
+    val = grpo_dataset(resolve_path(data["val_files"])) if data.get("val_files") else None
+    reward_funcs = make_trl_reward_funcs(dict(cfg["reward"] or {}))
+    logger.info("local GRPO: %d prompts, reward kwargs %s", len(train), cfg["reward"])
+
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=grpo_arguments(cfg, out_dir, has_eval=val is not None),
+        train_dataset=train,
+        eval_dataset=val,
+        processing_class=tokenizer,
+        peft_config=peft_config(cfg["lora"]),
+        callbacks=[metrics_callback(out_dir)],
+    )
+    trainer.train()
+    return save_final(trainer, tokenizer, out_dir, cfg)
