@@ -122,7 +122,8 @@ assert cls.__name__ == "LogRLRewardManager", cls
 assert "grpo_class_weighted" in core_algos.ADV_ESTIMATOR_REGISTRY
 print("ok")
 """
-    env = {**os.environ, "PYTHONPATH": ""}
+    # plugin discovery off: the entry point below would register the estimator at `import verl`
+    env = {**os.environ, "PYTHONPATH": "", "VERL_USE_EXTERNAL_PLUGINS": "none"}
     proc = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -232,3 +233,18 @@ def test_class_weighting_rejects_bad_config() -> None:
     with pytest.raises(ValueError, match="unknown"):
         class_weighting_settings({"class_weighting": {"bogus": 1}})
     assert class_weighting_settings(None)["missed_anomaly"] == 2.0
+
+
+def test_installed_entry_point_registers_estimator_at_import_verl() -> None:
+    """pyproject's ``verl.plugins`` entry point registers the estimator in any process (Ray workers)."""
+    code = """
+from verl.trainer.ppo import core_algos
+assert "grpo_class_weighted" in core_algos.ADV_ESTIMATOR_REGISTRY, sorted(core_algos.ADV_ESTIMATOR_REGISTRY)
+print("ok")
+"""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VERL_USE_EXTERNAL_MODULES", "VERL_USE_EXTERNAL_PLUGINS")}
+    env["PYTHONPATH"] = ""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/",
+                          env=env, timeout=120, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
