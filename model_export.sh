@@ -16,9 +16,10 @@ if [[ -x "$ROOT/.venv/bin/python" ]]; then PY="$ROOT/.venv/bin/python"; else PY=
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 
-if [[ $# -lt 2 || "$1" == "-h" || "$1" == "--help" ]]; then
-  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; [[ $# -ge 2 ]] && exit 0 || exit 2
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0
 fi
+if [[ $# -lt 2 ]]; then echo "error: need CHECKPOINT and OUT_DIR (try --help)" >&2; exit 2; fi
 SRC="$1"; OUT="$2"; shift 2
 BASE=()
 if [[ $# -ge 2 && "$1" == "--base" ]]; then BASE=(--base "$2"); shift 2; fi

@@ -39,6 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from reward.labels import ABNORMAL, NORMAL  # noqa: E402  (after the sys.path fallback)
+
 _VOCAB_TEXT = (
     "the log reports a kernel panic on node R02 which indicates fatal hardware failure "
     "instruction cache parity error corrected routine heartbeat message no error keyword "
@@ -66,9 +68,9 @@ def make_samples(n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     samples = []
     for i in range(n):
-        gold = "abnormal" if i % 4 in (0, 1) else "normal"
+        gold = ABNORMAL if i % 4 in (0, 1) else NORMAL
         correct = i % 2 == 0
-        pred = gold if correct else ("normal" if gold == "abnormal" else "abnormal")
+        pred = gold if correct else (NORMAL if gold == ABNORMAL else ABNORMAL)
         think = make_text(rng, rng.randint(260, 340))
         samples.append(
             {

@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from reward.labels import LABELS  # noqa: E402  (after the sys.path fallback)
+
 PIECES = [
     "<think>",
     "</think>",
@@ -71,7 +73,6 @@ PIECES = [
     "{}",
     "[*]",
 ]
-LABELS = ("normal", "abnormal")
 
 
 def long_think(rng: random.Random) -> str:

@@ -24,6 +24,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,7 @@ import pyarrow.parquet as pq
 from logdata import windows
 from logdata.errors import LogDataError
 from logdata.formats import get_format
-from logdata.io import atomic_path, atomic_write_text, sha256_file
+from logdata.io import atomic_path, atomic_write_parquet, atomic_write_text, sha256_file
 from logdata.prompts import SYSTEM_PROMPTS, build_messages
 from logdata.schema import ABILITY, REWARD_STYLE, validate_rl_frame
 from reward.labels import ABNORMAL, NORMAL
@@ -208,9 +209,7 @@ def rl_rows(df: pd.DataFrame, split: str, data_source: str, prompt: str) -> pd.D
 def write_rl_parquet(df: pd.DataFrame, path: Path) -> None:
     """Validate ``df`` and write it atomically as parquet."""
     validate_rl_frame(df)
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    atomic_write_parquet(df, path)
 
 
 # -- sessions ---------------------------------------------------------------------------------
@@ -242,8 +241,10 @@ def _test_period(source: pq.ParquetFile, start_row: int, codes: dict[str, int],
             ts_parts.append(np.full(table.num_rows, np.nan))
         if with_blocks:
             blocks.extend(table["block_ids"].to_pylist())
-    def cat(parts, dt):
-        return (np.concatenate(parts) if parts else np.zeros(0, dt))
+
+    def cat(parts: list[np.ndarray], dt: Any) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.zeros(0, dt)
+
     return (cat(code_parts, np.int32), cat(bad_parts, bool), cat(ts_parts, np.float64),
             cat(no_parts, np.int64), blocks)
 

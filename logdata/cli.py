@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from logdata.errors import LogDataError
+from logdata.errors import EXIT_USAGE, LogDataError, run_cli
 
 COMMANDS: dict[str, str] = {
     "prepare": "logdata.prepare",
@@ -25,8 +25,6 @@ COMMANDS: dict[str, str] = {
     "sequences": "logdata.sequences",
     "rationales": "logdata.rationales",
 }
-
-EXIT_USAGE = 2
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
@@ -46,7 +44,11 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; a :class:`LogDataError` becomes ``error: <message>`` and exit status 2."""
+    """Run the CLI; a :class:`LogDataError` or ``OSError`` becomes ``error: <message>`` and status 2.
+
+    Any other exception is one line too (``error: <Type>: <message>``, status 1; ``-v`` logs its
+    traceback).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -55,12 +57,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    try:
-        return int(args.func(args) or 0)
-    except LogDataError as exc:
-        message = " ".join(str(exc).split())
-        print(f"error: {message}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    return run_cli(lambda: args.func(args), (LogDataError, OSError))

@@ -1,4 +1,4 @@
-"""Atomic file writes and checksums."""
+"""Atomic file writes (text, JSON-ready text, parquet with run metadata) and checksums."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @contextmanager
@@ -48,6 +52,55 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_parquet(frame: pd.DataFrame, path: str | Path,
+                         metadata: dict[str, str] | None = None) -> Path:
+    """Write ``frame`` (without its index) to ``path`` as parquet, atomically.
+
+    Args:
+        frame: The rows to write.
+        path: Target file; its folder is created when missing.
+        metadata: Extra key/value pairs stored in the parquet schema metadata (for example a
+            run's model path and sampling parameters, as JSON text).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if metadata:
+        merged = dict(table.schema.metadata or {})
+        merged.update({key.encode(): value.encode() for key, value in metadata.items()})
+        table = table.replace_schema_metadata(merged)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def read_parquet(path: str | Path, error: type[Exception] | None = None) -> pd.DataFrame:
+    """Read a parquet file; an unreadable or non-parquet file raises one clear line.
+
+    Args:
+        path: The parquet file.
+        error: Exception type to raise (default :class:`~logdata.errors.LogDataError`), so each
+            stage keeps its own error type for its CLI.
+
+    Raises:
+        LogDataError: (or ``error``) ``cannot read <path>: <first line of the reason>``.
+    """
+    import pandas as pd
+    import pyarrow as pa
+
+    from logdata.errors import LogDataError
+
+    try:
+        return pd.read_parquet(path)
+    except (OSError, pa.ArrowException) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise (error or LogDataError)(f"cannot read {path}: {reason}") from None
 
 
 def sha256_file(path: str | Path, block: int = 1 << 22) -> str:

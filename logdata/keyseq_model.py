@@ -155,6 +155,24 @@ def load_model(model_dir: Path, device: str = "cpu") -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def pad_batch(batch: list[list[int]], pad_id: int) -> tuple[Any, Any]:
+    """Right-pad token id lists into ``(input_ids, attention_mask)`` long tensors.
+
+    >>> ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=0)
+    >>> ids.tolist(), mask.tolist()
+    ([[5, 6, 7], [8, 0, 0]], [[1, 1, 1], [1, 0, 0]])
+    """
+    import torch
+
+    width = max(len(ids) for ids in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, ids in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask[row, : len(ids)] = 1
+    return input_ids, mask
+
+
 def keys_to_ids(tokenizer: Any, keys: list[str]) -> list[int]:
     """Token ids of raw keys (unseen → ``<unk>``), without specials.
 

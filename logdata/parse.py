@@ -13,6 +13,7 @@ import argparse
 import csv
 import io
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,7 +130,7 @@ def parse_file(
     return ParseResult(structured, templates_csv, templates_json, stats, len(miner), labels_sha)
 
 
-def _mine_to(path: Path, chunks, miner: TemplateMiner) -> None:
+def _mine_to(path: Path, chunks: Iterable[pa.Table], miner: TemplateMiner) -> None:
     """Mine each chunk and append it with its cluster id to an Arrow IPC scratch file."""
     writer = None
     try:

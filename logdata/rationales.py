@@ -174,11 +174,14 @@ def template_rationale(log: str, label: str) -> str:
     found = [phrase for pattern, phrase in cues if re.search(pattern, log, re.IGNORECASE)]
     if label == ABNORMAL:
         what = ", ".join(found) if found else "an unexpected condition"
-        why = f"it reports {what}, which needs attention"
+        why = f"It reports {what}, which needs attention"
     else:
         what = ", ".join(found) if found else "routine operation"
-        why = f"it reports {what} with no failure that needs attention"
-    return f'<think>The log says "{log.strip()}": {why}, so it is {label}.</think><answer>{label}</answer>'
+        why = f"It reports {what} with no failure that needs attention"
+    # The evidence comes first and the quoted log after it: the conclusion follows from the
+    # first words of the rationale, which is what a small student can learn to reproduce.
+    return (f'<think>{why}: the log says "{log.strip()}", so it is {label}.</think>'
+            f"<answer>{label}</answer>")
 
 
 class TemplateTeacher:

@@ -47,9 +47,10 @@ import numpy as np
 import pandas as pd
 
 from logdata.errors import LogDataError
-from logdata.io import atomic_path, atomic_write_text, sha256_file
+from logdata.io import atomic_write_parquet, atomic_write_text, read_parquet, sha256_file
 from logdata.keyseq_vocab import UNK, KeyVocab
 from logdata.keyseq_windows import WindowSpec, build_sequences
+from logdata.schema import REQUIRED_COLUMNS, REWARD_STYLE
 from reward.labels import ABNORMAL, NORMAL
 
 logger = logging.getLogger(__name__)
@@ -227,19 +228,16 @@ def rl_rows(rows: pd.DataFrame, split: str, vocab: KeyVocab, data_source: str,
             "data_source": data_source,
             "prompt": [{"role": "user", "content": " ".join(tokens[:cut])}],
             "ability": ABILITY,
-            "reward_model": {"style": "rule", "ground_truth": " ".join(tokens[cut:])},
+            "reward_model": {"style": REWARD_STYLE, "ground_truth": " ".join(tokens[cut:])},
             "extra_info": {"split": split, "index": index, "sequence_id": str(row["sequence_id"]),
                            "label": row["label"], "chunk": int(row["chunk"])},
         })
-    return pd.DataFrame.from_records(
-        records, columns=["data_source", "prompt", "ability", "reward_model", "extra_info"])
+    return pd.DataFrame.from_records(records, columns=list(REQUIRED_COLUMNS))
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
     """Write ``frame`` to ``path`` atomically (temp file in the same folder, then rename)."""
-    with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
-    return path
+    return atomic_write_parquet(frame, path)
 
 
 def _split_stats(rows: pd.DataFrame) -> dict[str, Any]:
@@ -379,10 +377,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the ``sequences`` subcommand; returns the exit status."""
     if not args.structured.is_file():
         raise LogDataError(f"structured parquet not found: {args.structured}")
-    try:
-        frame = pd.read_parquet(args.structured)
-    except Exception as exc:  # pyarrow raises several unrelated types on a bad file
-        raise LogDataError(f"cannot read {args.structured}: {exc}") from None
+    frame = read_parquet(args.structured)
     data_source = args.data_source or infer_data_source(args.structured, frame)
     config = SequenceConfig(
         data_source=data_source, window=_window_spec(args, data_source), protocol=args.protocol,

@@ -13,9 +13,15 @@ BGL-like lines carry the alert category in the first field (``-`` when normal); 
 lines carry the category ``APPSEQ`` so that line labels stay meaningful. HDFS-like lines carry a
 ``blk_<id>`` and the labels go to ``anomaly_label.csv`` (``BlockId,Label``) beside the log.
 
-There are 30 normal and 9 anomaly templates in the BGL-like format, 11 normal and 5 anomaly
-templates in the HDFS-like one. Workflow kinds start one after another through the file, so a
-chronological split by first occurrence finds normal and anomaly templates in every period.
+BGL-like workflows run on a *unit* (a scheduler, file system, sensor, network …: 10 per kind)
+named as the first word of every line, so each (unit, step) is its own template: 30 steps and
+16 alerts over 50 units give 300 normal and 160 anomaly templates (:func:`bgl_templates`). Normal
+steps use routine verbs (submitted, mounted, started, completed …); every alert carries a cue
+word (fatal, failed, error, timeout, panic, lost, uncorrectable, crashed …) shared across kinds.
+Units are introduced one after another through the file, so a chronological split puts unseen
+units — new templates with familiar wording — in the val and test periods, and a model can learn
+the rule from training templates and apply it to unseen ones. The HDFS-like format keeps 11
+normal and 5 anomaly templates and workflow kinds that start one after another.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ logger = logging.getLogger(__name__)
 ORDER_ALERT = "APPSEQ"
 LABELS_FILE = "anomaly_label.csv"
 START_EPOCH = 1_117_838_570  # 2005-06-03, like BGL
+# BGL-like units are all introduced within this leading share of the file
+UNIT_SPAN = 0.9
 
 
 @dataclass(frozen=True)
@@ -60,69 +68,99 @@ class Alert:
     step: Step
 
 
+#: Units (subsystems) per BGL-like workflow kind. Every step and alert text starts with the unit,
+#: so each (unit, step) pair is its own template; units are introduced one after another through
+#: the file, so later periods (val, test) hold templates never seen in training, whose wording
+#: (the step verbs, the alert cue words) is nevertheless familiar. No unit holds a digit or an
+#: alert cue word.
+BGL_UNITS: dict[str, tuple[str, ...]] = {
+    "job": ("ciod", "mpirun", "scheduler", "loadleveler", "cobalt", "slurmd", "launcher",
+            "dispatcher", "spooler", "jobagent"),
+    "boot": ("bootloader", "microloader", "firmware", "bios", "idoproxy", "mmcs", "svcnode",
+             "initrd", "palomino", "blockctl"),
+    "io": ("gpfs", "nfs", "lustre", "scratch", "ciofs", "burstbuffer", "archive", "homefs",
+           "projfs", "tmpfs"),
+    "health": ("fan", "psu", "thermal", "voltage", "clock", "humidity", "coolant", "airflow",
+               "rack", "chassis"),
+    "net": ("torus", "tree", "ethernet", "collective", "barrier", "infiniband", "myrinet",
+            "linkcard", "switch", "router"),
+}
+
+#: Normal steps per workflow kind, in their fixed order. Routine vocabulary only; the second
+#: word (the verb) differs between the steps of a kind, so Drain never merges two steps.
 BGL_WORKFLOWS: dict[str, tuple[Step, ...]] = {
     "job": (
-        Step("MMCS", "INFO", "job {job} submitted by user{uid} to partition {block}"),
-        Step("MMCS", "INFO", "job {job} allocated {n} compute nodes in block {block}"),
-        Step("APP", "INFO", "ciod: loading program image for job {job} size {n} bytes"),
-        Step("KERNEL", "INFO", "job {job} started on {n} processors"),
-        Step("APP", "INFO", "ciod: job {job} checkpoint written to /gpfs/ckpt/{n}"),
-        Step("KERNEL", "INFO", "job {job} exited normally with exit code {m}"),
-        Step("MMCS", "INFO", "job {job} resources released after {n} seconds"),
+        Step("MMCS", "INFO", "{unit} submitted job {job} for user{uid} to partition {block}"),
+        Step("MMCS", "INFO", "{unit} allocated {n} compute nodes for job {job} in block {block}"),
+        Step("APP", "INFO", "{unit} loading program image for job {job} size {n} bytes"),
+        Step("KERNEL", "INFO", "{unit} started job {job} on {n} processors"),
+        Step("APP", "INFO", "{unit} wrote checkpoint of job {job} to /gpfs/ckpt/{n}"),
+        Step("KERNEL", "INFO", "{unit} finished job {job} normally with exit code {m}"),
+        Step("MMCS", "INFO", "{unit} released resources of job {job} after {n} seconds"),
     ),
     "boot": (
-        Step("MMCS", "INFO", "block {block} boot requested by service node {n}"),
-        Step("KERNEL", "INFO", "ido chip status changed: {hex} ok"),
-        Step("KERNEL", "INFO", "total of {n} ddr error(s) detected and corrected"),
-        Step("KERNEL", "INFO", "CE sym {n}, at {hex}, mask {hex}"),
-        Step("DISCOVERY", "INFO", "node card {n} discovered with {m} nodes"),
-        Step("MMCS", "INFO", "block {block} boot completed in {n} ms"),
+        Step("MMCS", "INFO", "{unit} received boot request for block {block} from node {n}"),
+        Step("KERNEL", "INFO", "{unit} chip status changed to {hex} ok"),
+        Step("KERNEL", "INFO", "{unit} loaded image {hex} of {n} bytes"),
+        Step("KERNEL", "INFO", "{unit} verified checksum {hex} of image"),
+        Step("DISCOVERY", "INFO", "{unit} discovered node card {n} with {m} nodes"),
+        Step("MMCS", "INFO", "{unit} completed boot of block {block} in {n} ms"),
     ),
     "io": (
-        Step("KERNEL", "INFO", "gpfs mount of /gpfs/fs{fs} started"),
-        Step("KERNEL", "INFO", "fs{fs} mounted with {n} io nodes"),
-        Step("APP", "INFO", "io node {n} opened file handle {hex}"),
-        Step("APP", "INFO", "io node {n} wrote {m} blocks"),
-        Step("APP", "INFO", "io node {n} closed file handle {hex} after {m} writes"),
-        Step("KERNEL", "INFO", "gpfs unmount of /gpfs/fs{fs} done"),
+        Step("KERNEL", "INFO", "{unit} mounting /gpfs/fs{fs} started"),
+        Step("KERNEL", "INFO", "{unit} mounted /gpfs/fs{fs} with {n} io nodes"),
+        Step("APP", "INFO", "{unit} opened file handle {hex} on io node {n}"),
+        Step("APP", "INFO", "{unit} wrote {m} blocks through io node {n}"),
+        Step("APP", "INFO", "{unit} closed file handle {hex} after {m} writes"),
+        Step("KERNEL", "INFO", "{unit} unmounted /gpfs/fs{fs} cleanly"),
     ),
     "health": (
-        Step("HARDWARE", "INFO", "environment monitor poll {n} started"),
-        Step("HARDWARE", "INFO", "fan speed {n} rpm on fan module {m}"),
-        Step("HARDWARE", "INFO", "temperature {n} C on node card {m}"),
-        Step("HARDWARE", "INFO", "power supply {n} voltage {m} mV"),
-        Step("HARDWARE", "INFO", "environment monitor poll {n} finished with {m} readings"),
+        Step("HARDWARE", "INFO", "{unit} monitor poll {n} started"),
+        Step("HARDWARE", "INFO", "{unit} reading {n} on module {m} within limits"),
+        Step("HARDWARE", "INFO", "{unit} sensor {m} reports {n} nominal"),
+        Step("HARDWARE", "INFO", "{unit} status report {n} generated for rack {block}"),
+        Step("HARDWARE", "INFO", "{unit} monitor poll {n} finished with {m} readings"),
     ),
     "net": (
-        Step("KERNEL", "INFO", "torus link {n} training started"),
-        Step("KERNEL", "INFO", "torus receiver {n} x+ input pipe synchronized"),
-        Step("KERNEL", "INFO", "torus link {n} up with {m} retransmissions"),
-        Step("KERNEL", "INFO", "tree network {n} ready"),
-        Step("LINKCARD", "INFO", "link card {n} power on complete"),
-        Step("KERNEL", "INFO", "network interface {n} configured with address {ip}"),
+        Step("KERNEL", "INFO", "{unit} link {n} training started"),
+        Step("KERNEL", "INFO", "{unit} receiver {n} input pipe synchronized"),
+        Step("KERNEL", "INFO", "{unit} connected link {n} with {m} retransmissions"),
+        Step("KERNEL", "INFO", "{unit} network {n} ready"),
+        Step("LINKCARD", "INFO", "{unit} power on complete for card {n}"),
+        Step("KERNEL", "INFO", "{unit} interface {n} configured with address {ip}"),
     ),
 }
 
-#: Anomaly templates per workflow kind (an alert interrupts a workflow of that kind).
+#: Anomaly templates per workflow kind (an alert interrupts a workflow of that kind). Each carries
+#: a cue word (fatal, failed, error, timeout, panic, lost, uncorrectable, crashed …) as its second
+#: word, shared across kinds, so the rule generalises from training units to unseen ones.
 BGL_ALERTS: dict[str, tuple[Alert, ...]] = {
     "job": (
-        Alert("APPSEV", Step("APP", "FATAL", "ciod: lost connection to io node {n}: link severed")),
-        Alert("APPOUT", Step("APP", "FATAL", "ciod: out of memory while loading job {job}")),
+        Alert("APPSEV", Step("APP", "FATAL", "{unit} lost connection to io node {n} during job {job}")),
+        Alert("APPOUT", Step("APP", "FATAL", "{unit} fatal error: out of memory loading job {job}")),
+        Alert("APPCRASH", Step("APP", "FAILURE", "{unit} crashed with signal {m} in job {job}")),
+        Alert("APPTO", Step("APP", "ERROR", "{unit} timeout waiting for job {job} after {n} seconds")),
     ),
     "boot": (
-        Alert("KERNPAN", Step("KERNEL", "FATAL", "kernel panic: machine check on core {n}")),
-        Alert("KERNTERM", Step("KERNEL", "FATAL", "rts: kernel terminated for reason {hex}")),
+        Alert("KERNPAN", Step("KERNEL", "FATAL", "{unit} panic: machine check on core {n}")),
+        Alert("KERNTERM", Step("KERNEL", "FATAL", "{unit} aborted boot of block {block} reason {hex}")),
+        Alert("KERNFAIL", Step("KERNEL", "FAILURE", "{unit} failed to load image {hex} error {m}")),
     ),
     "io": (
-        Alert("KERNMNTF", Step("KERNEL", "FATAL", "mount of /gpfs/fs{fs} failed with error {m}")),
-        Alert("KERNSTOR", Step("KERNEL", "FATAL", "data storage interrupt at {hex}")),
+        Alert("KERNMNTF", Step("KERNEL", "FATAL", "{unit} mount failed on /gpfs/fs{fs} with error {m}")),
+        Alert("KERNSTOR", Step("KERNEL", "FATAL", "{unit} uncorrectable storage error at {hex}")),
+        Alert("KERNIO", Step("KERNEL", "ERROR", "{unit} error reading handle {hex}: request timed out")),
     ),
     "health": (
-        Alert("MONPOW", Step("HARDWARE", "FAILURE", "power supply {n} voltage out of range")),
+        Alert("MONPOW", Step("HARDWARE", "FAILURE",
+                             "{unit} failure: reading {n} out of range on module {m}")),
+        Alert("MONTEMP", Step("HARDWARE", "FATAL", "{unit} fatal threshold exceeded on node card {m}")),
+        Alert("MONHW", Step("HARDWARE", "ERROR", "{unit} hardware fault on module {m}: sensor lost")),
     ),
     "net": (
-        Alert("LINKDISC", Step("LINKCARD", "FATAL", "link card {n} lost synchronization")),
-        Alert("KERNDTLB", Step("KERNEL", "FATAL", "data TLB error interrupt at {hex}")),
+        Alert("LINKDISC", Step("LINKCARD", "FATAL", "{unit} lost synchronization on link {n}")),
+        Alert("KERNDTLB", Step("KERNEL", "FATAL", "{unit} uncorrectable parity error on link {n}")),
+        Alert("LINKTO", Step("KERNEL", "ERROR", "{unit} timeout: link {n} unreachable")),
     ),
 }
 
@@ -225,6 +263,43 @@ def _hdfs_line(epoch: float, step: Step, text: str, pid: int) -> str:
             f"{step.component}: {text}")
 
 
+def _unit_schedule(n_lines: int) -> list[tuple[str, str, int]]:
+    """``(kind, unit, first line allowed)`` for every BGL-like pair, interleaving the kinds.
+
+    Pair ``p`` (units round-robin over kinds) unlocks at line ``p / P * UNIT_SPAN * n_lines``.
+
+    >>> _unit_schedule(1000)[:3]
+    [('job', 'ciod', 0), ('boot', 'bootloader', 18), ('io', 'gpfs', 36)]
+    """
+    kinds = list(BGL_UNITS)
+    order = [(k, BGL_UNITS[k][j]) for j in range(max(map(len, BGL_UNITS.values())))
+             for k in kinds if j < len(BGL_UNITS[k])]
+    return [(k, u, int(p * UNIT_SPAN * n_lines) // len(order)) for p, (k, u) in enumerate(order)]
+
+
+def bgl_templates() -> dict[str, str]:
+    """Every BGL-like template as Drain mines it (fields → ``<*>``), mapped to its label.
+
+    Every field value holds a digit, so the digit mask turns each field token into ``<*>``.
+
+    >>> templates = bgl_templates()
+    >>> templates["ciod started job <*> on <*> processors"]
+    'normal'
+    >>> templates["torus timeout: link <*> unreachable"]
+    'abnormal'
+    """
+    def masked(text: str, unit: str) -> str:
+        return " ".join("<*>" if "{" in tok else tok
+                        for tok in text.replace("{unit}", unit).split())
+
+    out: dict[str, str] = {}
+    for kind, units in BGL_UNITS.items():
+        for unit in units:
+            out.update((masked(s.text, unit), "normal") for s in BGL_WORKFLOWS[kind])
+            out.update((masked(a.step.text, unit), "abnormal") for a in BGL_ALERTS[kind])
+    return out
+
+
 def generate_logs(path: str | Path, n_lines: int, fmt: str = "bgl", anomaly_rate: float = 0.05,
                   seed: int = 0, concurrency: int = 16, show_progress: bool = False) -> Path:
     """Write a synthetic log of ``n_lines`` lines and return its path.
@@ -255,6 +330,8 @@ def generate_logs(path: str | Path, n_lines: int, fmt: str = "bgl", anomaly_rate
     # workflow kinds appear one after another (kind k from line k * n / (K + 1)), so that a
     # split by first occurrence finds normal and anomaly templates in every period
     unlock = [k * n_lines // (len(kinds) + 1) for k in range(len(kinds))]
+    # BGL-like: (kind, unit) pairs appear one after another over the first UNIT_SPAN of the file
+    pairs = _unit_schedule(n_lines) if fmt == "bgl" else []
     out = Path(path)
     block_labels: dict[str, bool] = {}
     serial = 0
@@ -262,11 +339,17 @@ def generate_logs(path: str | Path, n_lines: int, fmt: str = "bgl", anomaly_rate
     def start(line: int) -> _Workflow:
         nonlocal serial
         serial += 1
-        kind = rng.choice([k for k, at in zip(kinds, unlock, strict=False) if at <= line])
+        unit = None
+        if pairs:
+            kind, unit = rng.choice([(k, u) for k, u, at in pairs if at <= line])
+        else:
+            kind = rng.choice([k for k, at in zip(kinds, unlock, strict=False) if at <= line])
         steps, kind_alerts = workflows[kind], alerts[kind]
         abnormal = rng.random() < anomaly_rate
         flow = _Workflow(steps, kind_alerts, _plan(rng, len(steps), abnormal, len(kind_alerts)),
                          _new_fields(rng, serial))
+        if unit is not None:
+            flow.fields["unit"] = unit
         if fmt == "hdfs":
             block_labels[flow.fields["blk"]] = abnormal
         return flow

@@ -37,6 +37,15 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def resolve_device(device: str | None = "auto") -> str:
+    """Return :func:`default_device` for ``"auto"``, ``None`` or ``""``, else ``device`` unchanged.
+
+    >>> resolve_device("cpu")
+    'cpu'
+    """
+    return default_device() if not device or device == "auto" else device
+
+
 def resolve_dtype(dtype: str, device: str) -> Any:
     """Map a dtype name (or ``"auto"``) to a torch dtype for ``device``."""
     import torch
@@ -83,7 +92,7 @@ class PerplexityScorer:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.path = str(path)
-        self.device = device or default_device()
+        self.device = resolve_device(device)
         self.max_length = max_length
         self.batch_size = batch_size if batch_size else (32 if self.device.startswith("cuda") else 4)
         self.max_batch = max_batch
@@ -251,7 +260,7 @@ def get_scorer(path: str | os.PathLike, device: str | None = None, **options: ob
     Returns:
         The cached scorer.
     """
-    key = (os.path.abspath(os.fspath(path)), device or default_device())
+    key = (os.path.abspath(os.fspath(path)), resolve_device(device))
     with _SCORERS_LOCK:
         scorer = _SCORERS.get(key)
         if scorer is None:

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from verl_recipes.local import config as local_config
 from verl_recipes.local.common import read_metrics
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_overrides_and_recipe_reward_kwargs():
@@ -40,29 +35,54 @@ def test_model_is_required():
 
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory):
+    """Synthetic logs → RL parquet → template-teacher rationales (merged as references), in-process."""
+    from logdata.build import BuildParams, build_datasets
+    from logdata.parse import parse_file
+    from logdata.rationales import (
+        TemplateTeacher,
+        distil,
+        merge_rationales,
+        read_rows,
+        sft_frame,
+        write_parquet,
+    )
+    from logdata.synthetic import generate_logs
+
     out = tmp_path_factory.mktemp("local_data")
-    raw = out / "raw.log"
-    subprocess.run([sys.executable, "-m", "logdata", "synthetic", "--out", str(raw), "--lines", "3000",
-                    "--seed", "0", "--no-progress"], check=True, cwd=REPO, capture_output=True)
-    subprocess.run([sys.executable, "-m", "logdata", "prepare", "--dataset", "synthetic", "--input",
-                    str(raw), "--out", str(out / "ds"), "--seed", "0", "--no-progress"],
-                   check=True, cwd=REPO, capture_output=True)
-    subprocess.run([sys.executable, "-m", "logdata", "rationales", "--teacher", "template", "--in",
-                    str(out / "ds" / "train.parquet"), "--out", str(out / "ds" / "sft.parquet"),
-                    "--no-progress"], check=True, cwd=REPO, capture_output=True)
-    return out / "ds"
+    ds = out / "ds"
+    raw = generate_logs(out / "raw.log", 3000, anomaly_rate=0.3, seed=0)
+    parse_file(raw, "synthetic", ds, show_progress=False)
+    build_datasets(ds, BuildParams(dataset="synthetic", seed=0))
+    rows = read_rows(ds / "train.parquet")
+    done, _ = distil(rows, TemplateTeacher(), ds / "sft.parts.jsonl", progress=False)
+    sft = sft_frame(rows, done)
+    assert len(sft) == len(rows)
+    write_parquet(sft, ds / "sft.parquet")
+    merged, hits = merge_rationales(pd.DataFrame(rows), sft)
+    assert hits == len(rows)
+    write_parquet(merged, ds / "train.parquet")
+    return ds
 
 
 @pytest.fixture(scope="module")
-def sft_model(demo_data, tiny_chat_model, tmp_path_factory):
-    """A tiny model taught the answer format by a short local SFT run (so GRPO sees reward variance)."""
+def sft_model(demo_data, tiny_model_builder, tmp_path_factory):
+    """A tiny model (tokenizer trained on the data) taught the answer format by a short local SFT.
+
+    A randomly initialised model never writes ``<answer>``: every completion would get the same
+    reward, GRPO's group-normalised advantages would all be 0 and no weight could change.
+    """
     from verl_recipes.local.sft import run_sft
 
+    base = tiny_model_builder.build_tiny_causal_lm(
+        tmp_path_factory.mktemp("base"), tiny_model_builder.corpus_texts(demo_data / "train.parquet"),
+        arch="qwen2", vocab_size=512, seed=0,
+    )
     out = tmp_path_factory.mktemp("sft")
     cfg = local_config.build_config("sft", [
-        f"model={tiny_chat_model}", f"data.train_files={demo_data / 'sft.parquet'}",
-        f"trainer.output_dir={out}", "trainer.max_steps=80", "trainer.learning_rate=3.0e-3",
-        "trainer.per_device_train_batch_size=8", "trainer.save_steps=1000",
+        f"model={base}", f"data.train_files={demo_data / 'sft.parquet'}",
+        f"trainer.output_dir={out}", "trainer.max_steps=120", "trainer.learning_rate=5.0e-3",
+        "trainer.per_device_train_batch_size=8", "trainer.logging_steps=10", "trainer.save_steps=1000",
+        "trainer.seed=0",
     ])
     final = run_sft(cfg)
     losses = [r["loss"] for r in read_metrics(out) if "loss" in r]
@@ -70,7 +90,6 @@ def sft_model(demo_data, tiny_chat_model, tmp_path_factory):
     return final
 
 
-@pytest.mark.slow
 def test_local_grpo_two_steps_changes_weights_and_logs_reward_components(sft_model, demo_data, tmp_path):
     from verl_recipes.local.grpo import run_grpo
 
@@ -79,14 +98,18 @@ def test_local_grpo_two_steps_changes_weights_and_logs_reward_components(sft_mod
         f"model={sft_model}", f"data.train_files={demo_data / 'train.parquet'}",
         f"trainer.output_dir={tmp_path}", "trainer.max_steps=2", "trainer.learning_rate=1.0e-3",
         "trainer.per_device_train_batch_size=8", "grpo.num_generations=4",
-        "grpo.max_completion_length=160", "grpo.temperature=1.0",
+        "grpo.max_completion_length=96", "grpo.temperature=1.0", "trainer.seed=0",
     ])
     final = run_grpo(cfg)
     after = load_file(str(final / "model.safetensors"))
     assert not (final / "training_args.bin").exists()
-    changed = [k for k in before if not torch.equal(before[k], after[k])]
-    assert changed, "GRPO did not change any weight"
     records = [r for r in read_metrics(tmp_path) if "reward" in r]
     assert len(records) == 2
+    # the reward differed within groups (non-zero advantages), so the policy gradient is non-zero
+    assert max(r["reward_std"] for r in records) > 0.0
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed, "GRPO did not change any weight"
     components = {k for k in records[0] if k.startswith("logrl/")}
-    assert {"logrl/correctness", "logrl/format", "logrl/acc"} <= components
+    # every component of the recipe's reward (the reference rationale feeds bleu/rouge/length)
+    assert {"logrl/correctness", "logrl/format", "logrl/acc", "logrl/bleu", "logrl/rouge",
+            "logrl/length", "logrl/grounding"} <= components

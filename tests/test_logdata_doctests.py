@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = ("logdata.drain", "logdata.windows", "logdata.patch", "logdata.build",
-           "logdata.prompts")
+           "logdata.prompts", "logdata.errors", "logdata.keyseq_model")
 
 
 @pytest.mark.parametrize("name", MODULES)

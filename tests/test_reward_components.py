@@ -209,6 +209,7 @@ def test_text_metrics_match_reference_packages() -> None:
         "reward.registry",
         "reward.trl_adapter",
         "reward.api",
+        "reward.perplexity",
     ],
 )
 def test_doctests(module: str) -> None:

@@ -108,6 +108,18 @@ def test_released_preset_through_verl(tiny_chat_model: Path) -> None:
     assert round(out["reward_score"], 3) == -6.567
 
 
+def _assert_fresh_python_ok(code: str, **env: str) -> None:
+    """Run ``code`` in a fresh interpreter (outside the repo) and require it to print ``ok``.
+
+    verl's plugin discovery is off: the ``verl.plugins`` entry point of an installed logrl would
+    register the estimator at ``import verl`` and hide the mechanism under test.
+    """
+    env = {**os.environ, "VERL_USE_EXTERNAL_PLUGINS": "none", **env}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/",
+                          env=env, timeout=120, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
 def test_reward_manager_import_registers_estimator_in_a_fresh_process() -> None:
     """The TaskRunner only runs resolve_reward_manager_cls; that must register the estimator."""
     code = f"""
@@ -122,18 +134,7 @@ assert cls.__name__ == "LogRLRewardManager", cls
 assert "grpo_class_weighted" in core_algos.ADV_ESTIMATOR_REGISTRY
 print("ok")
 """
-    # plugin discovery off: the entry point below would register the estimator at `import verl`
-    env = {**os.environ, "PYTHONPATH": "", "VERL_USE_EXTERNAL_PLUGINS": "none"}
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd="/",
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+    _assert_fresh_python_ok(code, PYTHONPATH="")
 
 
 def test_verl_external_modules_env_registers_estimator() -> None:
@@ -144,17 +145,7 @@ def test_verl_external_modules_env_registers_estimator() -> None:
         "assert 'grpo_class_weighted' in core_algos.ADV_ESTIMATOR_REGISTRY\n"
         "print('ok')\n"
     )
-    env = {**os.environ, "VERL_USE_EXTERNAL_MODULES": "reward.advantage"}
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd="/",
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+    _assert_fresh_python_ok(code, VERL_USE_EXTERNAL_MODULES="reward.advantage")
 
 
 def _group_batch(offset: float):

@@ -47,8 +47,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from logdata.errors import LogDataError
-from logdata.io import atomic_path, atomic_write_text
+from logdata.errors import LogDataError, run_cli
+from logdata.io import atomic_path, atomic_write_parquet, atomic_write_text, read_parquet
+from logdata.keyseq_model import keys_to_ids, load_model, pad_batch
 from reward.labels import ABNORMAL, NORMAL
 from validation import metrics as M
 
@@ -122,18 +123,6 @@ class ChunkScores:
     n_keys: np.ndarray
 
 
-def _batch_tensors(batch: list[list[int]], pad_id: int) -> tuple[Any, Any]:
-    import torch
-
-    width = max(len(ids) for ids in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, seq in enumerate(batch):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids, mask
-
-
 def score_chunks(model: Any, encoded: list[list[int]], ks: Sequence[int], pad_id: int,
                  batch_size: int = 32, device: str = "cpu",
                  skip: Sequence[int] | None = None) -> ChunkScores:
@@ -164,7 +153,7 @@ def score_chunks(model: Any, encoded: list[list[int]], ks: Sequence[int], pad_id
     batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
     with torch.inference_mode():
         for idx in tqdm(batches, desc="keyseq detect", unit="batch", disable=len(batches) < 4):
-            ids, mask = (t.to(device) for t in _batch_tensors([encoded[i] for i in idx], pad_id))
+            ids, mask = (t.to(device) for t in pad_batch([encoded[i] for i in idx], pad_id))
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
             ranks = true_key_ranks(logits, ids[:, 1:])
             positions = torch.arange(ids.size(1) - 1, device=device)
@@ -283,7 +272,7 @@ def load_test(path: Path) -> pd.DataFrame:
     """Read the sequence parquet and check its columns."""
     if not path.is_file():
         raise LogDataError(f"data not found: {path}")
-    rows = pd.read_parquet(path)
+    rows = read_parquet(path)
     missing = [c for c in DATA_COLUMNS if c not in rows.columns]
     if missing:
         raise LogDataError(f"{path} lacks columns {missing}; build it with `logdata sequences`")
@@ -311,8 +300,6 @@ def detect(model_dir: Path, data: Path, out_dir: Path, k: int | None = None, min
     Returns:
         The ``metrics.json`` payload.
     """
-    from logdata.keyseq_model import keys_to_ids, load_model
-
     rows = load_test(data)
     if rows.empty:
         raise LogDataError(f"{data} has no rows")
@@ -337,8 +324,7 @@ def detect(model_dir: Path, data: Path, out_dir: Path, k: int | None = None, min
     table = pd.DataFrame({"sequence_id": per_seq["sequence_id"], "label": per_seq["label"],
                           "n_events": per_seq["n_events"], "misses": misses, "first_miss": first,
                           "max_rank": per_seq["max_rank"], "pred": preds})
-    with atomic_path(out_dir / "scores.parquet") as tmp:
-        table.to_parquet(tmp, index=False)
+    atomic_write_parquet(table, out_dir / "scores.parquet")
     overall = M.binary_metrics(table["label"].tolist(), table["pred"].tolist())
     sweep_rows = sweep_metrics(per_seq, ks, min_misses)
     n_keys = int(scores.n_keys.sum())
@@ -399,18 +385,19 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point: prints the headline metrics; one-line error and status 2 on bad input."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if min(args.min_misses, args.skip_first) < 0 or args.batch_size < 1:
-            raise LogDataError("--min-misses/--skip-first must be >= 0 and --batch-size >= 1")
-        if args.threads:
-            import torch
+    return run_cli(lambda: _detect_and_report(args))
 
-            torch.set_num_threads(args.threads)
-        result = detect(args.model, args.data, args.out, args.k, args.min_misses, args.k_sweep,
-                        args.batch_size, args.device, args.data_source, args.skip_first)
-    except LogDataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+def _detect_and_report(args: argparse.Namespace) -> int:
+    """Validate the arguments, run :func:`detect` and print the headline line."""
+    if min(args.min_misses, args.skip_first) < 0 or args.batch_size < 1:
+        raise LogDataError("--min-misses/--skip-first must be >= 0 and --batch-size >= 1")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    result = detect(args.model, args.data, args.out, args.k, args.min_misses, args.k_sweep,
+                    args.batch_size, args.device, args.data_source, args.skip_first)
     overall, ks = result["session"]["overall"], result["keyseq"]
     print(f"K={ks['k']}: precision {overall['precision']:.3f} recall {overall['recall']:.3f} "
           f"F1 {overall['f1']:.3f} on {ks['sequences']} sequences; "

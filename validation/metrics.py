@@ -25,13 +25,13 @@ from typing import Any
 
 from reward.labels import ABNORMAL, LABELS, NORMAL, PREDICTIONS, UNKNOWN
 
-UNKNOWN_CONVENTIONS: tuple[str, ...] = ("wrong", "normal")
+UNKNOWN_CONVENTIONS: tuple[str, ...] = ("wrong", NORMAL)
 
 # What a session does when some of its templates have no prediction (``--missing-template-rule``).
 MISSING_TEMPLATE_RULES: dict[str, str] = {
     "skip": "sessions with any template lacking a prediction are left out (coverage reports them)",
-    "unknown": "a template without a prediction counts as an unknown answer",
-    "normal": "a template without a prediction counts as normal (reference behaviour)",
+    UNKNOWN: "a template without a prediction counts as an unknown answer",
+    NORMAL: "a template without a prediction counts as normal (reference behaviour)",
     "ignore": "decide from the predicted templates only; sessions with none predicted are left out",
 }
 
@@ -75,7 +75,7 @@ def resolve_prediction(gold: str, pred: str, unknown_as: str = "wrong") -> str:
         raise ValueError(f"unknown_as must be one of {UNKNOWN_CONVENTIONS}, got {unknown_as!r}")
     if pred != UNKNOWN:
         return pred
-    if unknown_as == "normal":
+    if unknown_as == NORMAL:
         return NORMAL
     return NORMAL if gold == ABNORMAL else ABNORMAL
 
@@ -232,7 +232,7 @@ def session_outcomes(
         complete += not missing
         if (missing and missing_rule == "skip") or (not known and missing_rule == "ignore"):
             continue
-        if missing and missing_rule in ("unknown", "normal"):
+        if missing and missing_rule in (UNKNOWN, NORMAL):
             known += [missing_rule] * (len(templates) - len(known))
         gold.append(label)
         pred.append(session_prediction(known))

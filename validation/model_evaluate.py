@@ -23,9 +23,7 @@ if __package__ in (None, ""):  # run by path: make the repository root importabl
 import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,13 +31,15 @@ from typing import Any
 
 import pandas as pd
 
+from logdata.errors import run_cli
+from logdata.io import atomic_path, atomic_write_text, read_parquet
 from reward.labels import LABELS, PREDICTIONS
 from reward.parsing import extract_think, parse_answer
 from validation import metrics as M
 
 logger = logging.getLogger("validation.model_evaluate")
 
-RUN_METADATA_KEY = b"logrl_run"
+RUN_METADATA_KEY = b"logrl_run"  # parquet schema metadata key of model_predict's run record
 PREDICTION_COLUMNS: tuple[str, ...] = ("data_source", "log", "label", "response")
 SESSION_COLUMNS: tuple[str, ...] = ("session_id", "templates", "label")
 
@@ -78,6 +78,18 @@ def read_run_metadata(path: str | Path) -> dict[str, Any]:
     return json.loads(raw) if raw else {}
 
 
+def _read_labelled(path: str | Path, columns: Sequence[str], what: str) -> pd.DataFrame:
+    """Read a parquet file that must hold ``columns`` and a ``label`` column of LABELS only."""
+    frame = read_parquet(path, EvaluationError)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise EvaluationError(f"{path}: missing column(s) {missing}")
+    bad = sorted(set(frame["label"]) - set(LABELS))
+    if bad:
+        raise EvaluationError(f"{path}: {what} must be {LABELS}, found {bad[:5]}")
+    return frame
+
+
 def load_predictions(path: str | Path) -> pd.DataFrame:
     """Load predictions and re-parse ``pred`` from ``response`` with the shared parser.
 
@@ -88,16 +100,10 @@ def load_predictions(path: str | Path) -> pd.DataFrame:
         The frame with ``pred`` recomputed (any stored ``pred`` is replaced).
 
     Raises:
-        EvaluationError: On a missing column or a gold label outside ``normal``/``abnormal``.
+        EvaluationError: On an unreadable file, a missing column or a gold label outside
+            ``normal``/``abnormal``.
     """
-    frame = pd.read_parquet(path)
-    missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
-    if missing:
-        raise EvaluationError(f"{path}: missing column(s) {missing}")
-    bad = sorted(set(frame["label"]) - set(LABELS))
-    if bad:
-        raise EvaluationError(f"{path}: gold labels must be {LABELS}, found {bad[:5]}")
-    frame = frame.copy()
+    frame = _read_labelled(path, PREDICTION_COLUMNS, "gold labels").copy()
     frame["pred"] = [parse_answer(r if isinstance(r, str) else "") for r in frame["response"]]
     return frame
 
@@ -106,16 +112,9 @@ def load_sessions(path: str | Path) -> pd.DataFrame:
     """Load ``sessions_test.parquet`` and check its columns and labels.
 
     Raises:
-        EvaluationError: On a missing column or a foreign label.
+        EvaluationError: On an unreadable file, a missing column or a foreign label.
     """
-    frame = pd.read_parquet(path)
-    missing = [c for c in SESSION_COLUMNS if c not in frame.columns]
-    if missing:
-        raise EvaluationError(f"{path}: missing column(s) {missing}")
-    bad = sorted(set(frame["label"]) - set(LABELS))
-    if bad:
-        raise EvaluationError(f"{path}: session labels must be {LABELS}, found {bad[:5]}")
-    return frame
+    return _read_labelled(path, SESSION_COLUMNS, "session labels")
 
 
 def template_metrics(frame: pd.DataFrame, unknown_as: str = "wrong") -> dict[str, Any]:
@@ -283,7 +282,8 @@ def plot_confusion(result: dict[str, Any], path: Path) -> None:
                 ax.text(j, i, str(v), ha="center", va="center",
                         color="white" if v > top / 2 else "black")
     fig.tight_layout()
-    _atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -313,23 +313,6 @@ def compare_table(run_dirs: Sequence[Path]) -> str:
     return "\n".join(_table(rows, [h for h, _ in COMPARE_COLUMNS])) + "\n"
 
 
-def _atomic(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then move the temporary file onto ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
-    _atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Command-line interface."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -354,7 +337,7 @@ def run(args: argparse.Namespace) -> str:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.compare:
         table = compare_table(args.compare)
-        write_text(args.out / "compare.md", table)
+        atomic_write_text(args.out / "compare.md", table)
         return table
     if args.predictions is None:
         raise EvaluationError("--predictions is required (or use --compare)")
@@ -379,9 +362,9 @@ def run(args: argparse.Namespace) -> str:
         logger.warning("session coverage %.3f: %d of %d sessions evaluated (rule %s)",
                        session["overall"]["coverage"], session["overall"]["n"],
                        session["overall"]["n_sessions"], args.missing_template_rule)
-    write_text(args.out / "metrics.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(args.out / "metrics.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
     report = render_markdown(result, title=f"Evaluation of {args.predictions.name}")
-    write_text(args.out / "metrics.md", report)
+    atomic_write_text(args.out / "metrics.md", report)
     plot_confusion(result, args.out / "confusion.png")
     return report
 
@@ -390,15 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        print(run(args), end="")
-    except (EvaluationError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # one-line error, never a traceback
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_cli(lambda: print(run(args), end=""), (EvaluationError, OSError))
 
 
 if __name__ == "__main__":

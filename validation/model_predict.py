@@ -33,7 +33,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -41,12 +40,15 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from logdata.errors import run_cli
+from logdata.io import atomic_write_parquet, atomic_write_text, read_parquet
 from reward.labels import LABELS
 from reward.parsing import parse_answer
+from reward.perplexity import resolve_device
+from validation.model_evaluate import RUN_METADATA_KEY, read_run_metadata
 
 logger = logging.getLogger("validation.model_predict")
 
-RUN_METADATA_KEY = b"logrl_run"
 MANIFEST = "manifest.json"
 REGISTRY = Path(__file__).resolve().with_name("model_testset_list.yaml")
 OUTPUT_COLUMNS: tuple[str, ...] = (
@@ -136,9 +138,10 @@ def load_requests(
         ``reference_rationale``.
 
     Raises:
-        PredictError: On a missing column or a gold label outside ``normal``/``abnormal``.
+        PredictError: On an unreadable file, a missing column or a gold label outside
+            ``normal``/``abnormal``.
     """
-    frame = pd.read_parquet(data)
+    frame = read_parquet(data, PredictError)
     missing = [c for c in ("data_source", "prompt", "reward_model", "extra_info")
                if c not in frame.columns]
     if missing:
@@ -195,15 +198,6 @@ def render_prompt_ids(
 # --------------------------------------------------------------------------------------------
 
 
-def _resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when available, else ``cpu``."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 class HFBackend:
     """Batched ``transformers`` generation with left padding; runs on CPU or one GPU."""
 
@@ -215,7 +209,7 @@ class HFBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         if dtype == "auto":
             dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
@@ -352,30 +346,9 @@ class VLLMBackend:
 
 
 def _write_parquet_atomic(frame: pd.DataFrame, path: Path, metadata: dict[str, Any]) -> None:
-    """Write ``frame`` to ``path`` via a temporary file in the same folder, with run metadata."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    meta = dict(table.schema.metadata or {})
-    meta[RUN_METADATA_KEY] = json.dumps(metadata, sort_keys=True).encode()
-    table = table.replace_schema_metadata(meta)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
-    """Write JSON to ``path`` atomically."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    """Write ``frame`` to ``path`` atomically, with the run metadata in the schema metadata."""
+    atomic_write_parquet(frame, path,
+                         {RUN_METADATA_KEY.decode(): json.dumps(metadata, sort_keys=True)})
 
 
 def chunk_ranges(n_rows: int, chunk_size: int) -> list[tuple[int, int]]:
@@ -465,8 +438,6 @@ def run_prediction(
     """
     parts = out.with_name(out.name + ".parts")
     if out.exists() and not overwrite:
-        from validation.model_evaluate import read_run_metadata
-
         previous = read_run_metadata(out)
         if previous.get("run_key") == run_key:
             logger.info("%s is already complete for these settings; nothing to do", out)
@@ -480,7 +451,7 @@ def run_prediction(
                 raise PredictError(f"{parts} holds parts of another run; pass --overwrite")
             shutil.rmtree(parts)
     parts.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(run_key, manifest)
+    atomic_write_text(manifest, json.dumps(run_key, indent=2, sort_keys=True))
 
     ranges = chunk_ranges(len(requests), chunk_size)
     done = {c: f for c, (a, b) in enumerate(ranges)
@@ -701,14 +672,11 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        metadata = run(args)
-    except (PredictError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # one-line error, never a traceback
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    return run_cli(lambda: _report(run(args)), (PredictError, OSError))
+
+
+def _report(metadata: dict[str, Any]) -> int:
+    """Print the CLI's summary lines; return the exit status."""
     for line in iter_lines(metadata):
         print(line)
     return 0

@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from logdata.errors import run_cli
+
 logger = logging.getLogger(__name__)
 
 RECIPES_DIR = Path(__file__).resolve().parent
@@ -320,24 +322,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI: print the composed config (or path overrides); exit 2 with one line on error."""
     args = _parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        cfg = compose_recipe(args.recipe, args.overrides, absolute_paths=not args.print_overrides)
-        if args.print_overrides:
-            print("\n".join(path_overrides(cfg)))
-            return 0
-        if args.kind:
-            kind = trainer_kind(cfg)
-            row = TRAINER_KINDS[kind]
-            print(kind, row["runner"], row["module"], cfg.trainer.n_gpus_per_node, cfg.trainer.nnodes)
-            return 0
-        if args.validate:
-            validate_recipe(cfg)
-        print(to_yaml(cfg))
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: _compose_and_print(args), (RecipeError,))
 
+
+def _compose_and_print(args: argparse.Namespace) -> int:
+    """Compose the recipe and print what the flags ask for."""
+    cfg = compose_recipe(args.recipe, args.overrides, absolute_paths=not args.print_overrides)
+    if args.print_overrides:
+        print("\n".join(path_overrides(cfg)))
+        return 0
+    if args.kind:
+        kind = trainer_kind(cfg)
+        row = TRAINER_KINDS[kind]
+        print(kind, row["runner"], row["module"], cfg.trainer.n_gpus_per_node, cfg.trainer.nnodes)
+        return 0
+    if args.validate:
+        validate_recipe(cfg)
+    print(to_yaml(cfg))
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

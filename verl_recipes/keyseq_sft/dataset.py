@@ -52,7 +52,9 @@ class KeySeqSFTDataset(Dataset):
         frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
         if 0 < max_samples < len(frame):
             if config.get("shuffle", False):
-                rng = np.random.default_rng(config.get("seed"))
+                # verl leaves the draw unseeded when data.seed is null; we fall back to 0.
+                seed = config.get("seed")
+                rng = np.random.default_rng(0 if seed is None else seed)
                 frame = frame.iloc[np.sort(rng.choice(len(frame), max_samples, replace=False))]
             else:
                 frame = frame.iloc[:max_samples]

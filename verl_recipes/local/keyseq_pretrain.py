@@ -32,10 +32,17 @@ from typing import Any
 
 import pandas as pd
 
-from logdata.errors import LogDataError
-from logdata.io import atomic_write_text
-from logdata.keyseq_model import ARCHITECTURES, build_keyseq_model, keys_to_ids, save_model
+from logdata.errors import LogDataError, run_cli
+from logdata.io import atomic_write_text, read_parquet
+from logdata.keyseq_model import (
+    ARCHITECTURES,
+    build_keyseq_model,
+    keys_to_ids,
+    pad_batch,
+    save_model,
+)
 from logdata.keyseq_vocab import KeyVocab
+from reward.perplexity import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -119,14 +126,7 @@ def encode_rows(rows: pd.DataFrame, tokenizer: Any) -> list[list[int]]:
 
 def collate(batch: list[list[int]], pad_id: int) -> dict[str, Any]:
     """Right-pad a batch; labels are the inputs with padding set to ``-100``."""
-    import torch
-
-    width = max(len(ids) for ids in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, ids in enumerate(batch):
-        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        mask[row, : len(ids)] = 1
+    input_ids, mask = pad_batch(batch, pad_id)
     labels = input_ids.masked_fill(mask == 0, IGNORE_INDEX)
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
@@ -154,14 +154,6 @@ def evaluate_loss(model: Any, data: list[list[int]], pad_id: int, batch_size: in
     return total / count if count else math.nan
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def data_context(data_dir: Path) -> int | None:
     """The context the sequences were chunked for (``meta.json``), or None."""
     try:
@@ -174,7 +166,7 @@ def _read_split(data_dir: Path, name: str) -> pd.DataFrame:
     path = data_dir / f"{name}.parquet"
     if not path.is_file():
         raise LogDataError(f"{path} not found; run `python -m logdata sequences` first")
-    return pd.read_parquet(path)
+    return read_parquet(path)
 
 
 def pretrain(data_dir: Path, out_dir: Path, config: PretrainConfig) -> dict[str, Any]:
@@ -196,7 +188,7 @@ def pretrain(data_dir: Path, out_dir: Path, config: PretrainConfig) -> dict[str,
 
     vocab = KeyVocab.load(data_dir / "vocab.json")
     context = config.context or data_context(data_dir)
-    device = _device(config.device)
+    device = resolve_device(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
     model, tokenizer = build_keyseq_model(vocab, config.arch, context=context, seed=config.seed)
@@ -309,18 +301,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     checks = [(config.epochs >= 1, "--epochs must be >= 1"), (config.lr > 0, "--lr must be > 0"),
               (config.batch_size >= 1, "--batch-size must be >= 1")]
-    try:
-        for ok, message in checks:
-            if not ok:
-                raise LogDataError(message)
-        if args.init_only:
-            init_model(args.data, args.out, args.arch, args.context, args.seed)
-            print(f"initialised {args.arch} in {args.out}")
-            return 0
-        summary = pretrain(args.data, args.out, config)
-    except LogDataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _pretrain_and_report(args, config, checks))
+
+
+def _pretrain_and_report(args: argparse.Namespace, config: PretrainConfig,
+                         checks: list[tuple[bool, str]]) -> int:
+    """Check the settings, then initialise or pretrain, and print the summary line."""
+    for ok, message in checks:
+        if not ok:
+            raise LogDataError(message)
+    if args.init_only:
+        init_model(args.data, args.out, args.arch, args.context, args.seed)
+        print(f"initialised {args.arch} in {args.out}")
+        return 0
+    summary = pretrain(args.data, args.out, config)
     print(f"best validation loss {summary['best_val_loss']:.4f} after {summary['steps']} steps "
           f"({summary['seconds']:.1f} s); model in {args.out}")
     return 0
