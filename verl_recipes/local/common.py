@@ -118,3 +118,52 @@ def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def shared_training_arguments(cfg: dict[str, Any], out_dir: Path, has_eval: bool) -> dict[str, Any]:
+    """Keyword arguments that ``trl.SFTConfig`` and ``trl.GRPOConfig`` take alike.
+
+    Args:
+        cfg: A config from :func:`verl_recipes.local.config.build_config`.
+        out_dir: The run's output folder.
+        has_eval: Whether a validation set is given (evaluated every ``save_steps``).
+    """
+    trainer = cfg["trainer"]
+    return {
+        "output_dir": str(out_dir),
+        "max_steps": int(trainer["max_steps"]),
+        "num_train_epochs": float(trainer["num_train_epochs"]),
+        "learning_rate": float(trainer["learning_rate"]),
+        "gradient_accumulation_steps": int(trainer["gradient_accumulation_steps"]),
+        "logging_steps": int(trainer["logging_steps"]),
+        "save_steps": int(trainer["save_steps"]),
+        "save_total_limit": int(trainer["save_total_limit"]),
+        "eval_strategy": "steps" if has_eval else "no",
+        "eval_steps": int(trainer["save_steps"]) if has_eval else None,
+        "seed": int(trainer["seed"]),
+        "data_seed": int(trainer["seed"]),
+        "report_to": list(trainer["report_to"] or []),
+        "disable_tqdm": False,
+        **precision_flags(str(trainer["precision"])),
+    }
+
+
+def start_run(cfg: dict[str, Any]) -> tuple[Path, Any, Any]:
+    """Seed, create the output folder, record the config and load the model.
+
+    Args:
+        cfg: A config from :func:`verl_recipes.local.config.build_config`.
+
+    Returns:
+        ``(output folder, model, tokenizer)``.
+    """
+    from transformers import set_seed
+
+    from verl_recipes.local.config import resolve_path
+
+    set_seed(int(cfg["trainer"]["seed"]))
+    out_dir = resolve_path(cfg["trainer"]["output_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "local_config.json", cfg)
+    model, tokenizer = load_model_and_tokenizer(resolve_path(cfg["model"]["path"]), cfg["model"]["dtype"])
+    return out_dir, model, tokenizer

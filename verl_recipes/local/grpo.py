@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from verl_recipes.local.common import (
-    load_model_and_tokenizer,
     metrics_callback,
     peft_config,
-    precision_flags,
     save_final,
-    write_json,
+    shared_training_arguments,
+    start_run,
 )
 from verl_recipes.local.config import resolve_path
 from verl_recipes.local.data import grpo_dataset
@@ -38,12 +37,7 @@ def grpo_arguments(cfg: dict[str, Any], out_dir: Path, has_eval: bool) -> Any:
     generations = int(grpo["num_generations"])
     generation_batch = max(generations, -(-per_device // generations) * generations)
     return GRPOConfig(
-        output_dir=str(out_dir),
-        max_steps=int(trainer["max_steps"]),
-        num_train_epochs=float(trainer["num_train_epochs"]),
-        learning_rate=float(trainer["learning_rate"]),
         per_device_train_batch_size=per_device,
-        gradient_accumulation_steps=int(trainer["gradient_accumulation_steps"]),
         generation_batch_size=generation_batch * int(trainer["gradient_accumulation_steps"]),
         num_generations=generations,
         max_completion_length=int(grpo["max_completion_length"]),
@@ -52,18 +46,9 @@ def grpo_arguments(cfg: dict[str, Any], out_dir: Path, has_eval: bool) -> Any:
         epsilon=float(grpo["epsilon"]),
         loss_type=str(grpo["loss_type"]),
         scale_rewards=grpo["scale_rewards"],
-        logging_steps=int(trainer["logging_steps"]),
-        save_steps=int(trainer["save_steps"]),
-        save_total_limit=int(trainer["save_total_limit"]),
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=int(trainer["save_steps"]) if has_eval else None,
-        seed=int(trainer["seed"]),
-        data_seed=int(trainer["seed"]),
-        report_to=list(trainer["report_to"] or []),
         remove_unused_columns=False,
-        disable_tqdm=False,
         log_completions=False,
-        **precision_flags(str(trainer["precision"])),
+        **shared_training_arguments(cfg, out_dir, has_eval),
     )
 
 
@@ -73,17 +58,11 @@ def run_grpo(cfg: dict[str, Any]) -> Path:
     Args:
         cfg: A config from :func:`verl_recipes.local.config.build_config` (mode ``grpo``).
     """
-    from transformers import set_seed
     from trl import GRPOTrainer
 
     from reward.trl_adapter import make_trl_reward_funcs
 
-    set_seed(int(cfg["trainer"]["seed"]))
-    out_dir = resolve_path(cfg["trainer"]["output_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "local_config.json", cfg)
-
-    model, tokenizer = load_model_and_tokenizer(resolve_path(cfg["model"]["path"]), cfg["model"]["dtype"])
+    out_dir, model, tokenizer = start_run(cfg)
     data = cfg["data"]
     train = grpo_dataset(resolve_path(data["train_files"]), int(data["max_samples"]))
     val = grpo_dataset(resolve_path(data["val_files"])) if data.get("val_files") else None

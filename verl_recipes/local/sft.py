@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from verl_recipes.local.common import (
-    load_model_and_tokenizer,
     metrics_callback,
     peft_config,
-    precision_flags,
     save_final,
-    write_json,
+    shared_training_arguments,
+    start_run,
 )
 from verl_recipes.local.config import resolve_path
 from verl_recipes.local.data import sft_records
@@ -32,24 +31,10 @@ def sft_arguments(cfg: dict[str, Any], out_dir: Path, has_eval: bool) -> Any:
 
     trainer = cfg["trainer"]
     return SFTConfig(
-        output_dir=str(out_dir),
-        max_steps=int(trainer["max_steps"]),
-        num_train_epochs=float(trainer["num_train_epochs"]),
-        learning_rate=float(trainer["learning_rate"]),
         per_device_train_batch_size=int(trainer["per_device_train_batch_size"]),
-        gradient_accumulation_steps=int(trainer["gradient_accumulation_steps"]),
         max_length=int(cfg["data"]["max_length"]),
         completion_only_loss=True,
-        logging_steps=int(trainer["logging_steps"]),
-        save_steps=int(trainer["save_steps"]),
-        save_total_limit=int(trainer["save_total_limit"]),
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=int(trainer["save_steps"]) if has_eval else None,
-        seed=int(trainer["seed"]),
-        data_seed=int(trainer["seed"]),
-        report_to=list(trainer["report_to"] or []),
-        disable_tqdm=False,
-        **precision_flags(str(trainer["precision"])),
+        **shared_training_arguments(cfg, out_dir, has_eval),
     )
 
 
@@ -59,17 +44,10 @@ def run_sft(cfg: dict[str, Any]) -> Path:
     Args:
         cfg: A config from :func:`verl_recipes.local.config.build_config` (mode ``sft``).
     """
-    from transformers import set_seed
+    from datasets import Dataset
     from trl import SFTTrainer
 
-    from datasets import Dataset
-
-    set_seed(int(cfg["trainer"]["seed"]))
-    out_dir = resolve_path(cfg["trainer"]["output_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "local_config.json", cfg)
-
-    model, tokenizer = load_model_and_tokenizer(resolve_path(cfg["model"]["path"]), cfg["model"]["dtype"])
+    out_dir, model, tokenizer = start_run(cfg)
     data = cfg["data"]
     key = str(data["messages_key"])
     train = Dataset.from_list(sft_records(resolve_path(data["train_files"]), key, int(data["max_samples"])))
