@@ -3,8 +3,8 @@
 #
 #   bash model_export.sh CHECKPOINT OUT_DIR [--base BASE_MODEL]
 #
-#   CHECKPOINT  a verl run (checkpoints/<project>/<experiment>, a global_step_N folder or its
-#               actor/ folder): merged with `python -m verl.model_merger merge --backend fsdp`;
+#   CHECKPOINT  a verl run, RL or SFT (checkpoints/<project>/<experiment>, a global_step_N folder
+#               or its actor/ folder): merged by `python -m verl.model_merger merge --backend fsdp`;
 #               a LoRA adapter left by the merger is merged into the base weights;
 #               or a local-backend output (outputs/local_grpo, its final/ or checkpoint-N/):
 #               re-saved as safetensors, a LoRA adapter merged into its base (--base to override).
@@ -17,7 +17,7 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0
+  sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0
 fi
 if [[ $# -lt 2 ]]; then echo "error: need CHECKPOINT and OUT_DIR (try --help)" >&2; exit 2; fi
 SRC="$1"; OUT="$2"; shift 2

@@ -18,6 +18,13 @@ ground truth. The reward therefore carries it: with ``reward_kwargs.abnormal_off
 group-constant shift cancels exactly in GRPO (mean and std are shift-invariant), and this
 estimator reads ``score > K/2`` as abnormal and removes the shift before normalising.
 
+The shift is removed **in place** from ``token_level_rewards`` (at each response's last token,
+where verl's reward managers put the score). In verl 0.9.1 that tensor is the batch's
+``token_level_scores`` itself when the KL is not in the reward (the GRPO recipes), so the
+metrics verl computes after the advantage (``critic/score/*``, ``critic/rewards/*``) and the
+rollout dumps show the true reward, not the carrier. Validation scores (no advantage step) still
+include it; validation accuracy (``acc``) never does.
+
 Config (``algorithm.class_weighting``; missing keys take these defaults)::
 
     algorithm:
@@ -80,6 +87,33 @@ def class_weighting_settings(config: Any) -> dict[str, float]:
     return settings
 
 
+def remove_abnormal_offset_(
+    token_level_rewards: torch.Tensor, response_mask: torch.Tensor, offset: float
+) -> torch.Tensor:
+    """Find the samples carrying the abnormal offset and subtract it in place.
+
+    The offset comes off at each response's last token (where the score sits), so the token
+    layout stays the one verl's reward managers wrote.
+
+    Args:
+        token_level_rewards: ``(bs, response_length)`` rewards, modified in place.
+        response_mask: ``(bs, response_length)`` mask of response tokens.
+        offset: ``algorithm.class_weighting.abnormal_offset`` (> the reward's range).
+
+    Returns:
+        ``(bs,)`` boolean tensor, True for abnormal-gold samples.
+
+    >>> r = torch.tensor([[0.0, 101.0], [0.0, -1.0]])
+    >>> remove_abnormal_offset_(r, torch.ones(2, 2), 100.0).tolist(), r[:, -1].tolist()
+    ([True, False], [1.0, -1.0])
+    """
+    is_abnormal = token_level_rewards.sum(dim=-1) > offset / 2.0
+    last = (response_mask.sum(dim=-1).long() - 1).clamp(min=0)
+    rows = torch.arange(token_level_rewards.shape[0], device=token_level_rewards.device)
+    token_level_rewards[rows, last] -= offset * is_abnormal.to(token_level_rewards.dtype)
+    return is_abnormal
+
+
 @register_adv_est(ESTIMATOR_NAME)
 def compute_grpo_class_weighted_advantage(
     token_level_rewards: torch.Tensor,
@@ -102,15 +136,11 @@ def compute_grpo_class_weighted_advantage(
         ``(advantages, returns)``, both ``(bs, response_length)``.
     """
     settings = class_weighting_settings(config)
-    offset = settings["abnormal_offset"]
-    scores = token_level_rewards.sum(dim=-1)
-    is_abnormal = scores > offset / 2.0
+    is_abnormal = remove_abnormal_offset_(token_level_rewards, response_mask, settings["abnormal_offset"])
     if not bool(is_abnormal.any()):
         logger.debug("grpo_class_weighted: no abnormal-gold sample in this batch")
-    shifted = token_level_rewards.clone()
-    shifted[:, 0] -= offset * is_abnormal.to(shifted.dtype)
     advantages, _ = compute_grpo_outcome_advantage(
-        token_level_rewards=shifted,
+        token_level_rewards=token_level_rewards,
         response_mask=response_mask,
         index=index,
         epsilon=epsilon,

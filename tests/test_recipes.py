@@ -111,3 +111,13 @@ def test_reward_loads_through_verl_load_reward_manager(tiny_chat_model):
     fn = get_custom_reward_fn(cfg)
     out = fn("synthetic", "<think>fine</think><answer>normal</answer>", "normal", {"log": "ok"})
     assert out["pred"] == "normal" and out["score"] > 0
+
+
+def test_installed_trl_has_what_verl_fsdp_engine_imports() -> None:
+    """verl 0.9.1's model build imports this class whenever trl is installed (see pyproject pin)."""
+    from verl.utils.import_utils import is_trl_available
+
+    assert is_trl_available()
+    from trl.experimental.ppo import AutoModelForCausalLMWithValueHead
+
+    assert hasattr(AutoModelForCausalLMWithValueHead, "state_dict")

@@ -218,6 +218,32 @@ def test_class_weighted_advantage_on_verl_compute_advantage(norm_by_std: bool) -
         assert plain_ratio > 1.0
 
 
+def test_logged_scores_lose_the_carrier_offset() -> None:
+    """After the advantage step, verl's token_level_scores (what it logs) hold the true reward."""
+    from verl.trainer.ppo.metric_utils import compute_data_metrics
+    from verl.trainer.ppo.ray_trainer import compute_advantage
+
+    import reward.advantage  # noqa: F401  (registers the estimator)
+
+    algo = OmegaConf.create({"adv_estimator": "grpo_class_weighted", "norm_adv_by_std_in_grpo": True,
+                             "class_weighting": {"abnormal_offset": 100.0}})
+    batch = _group_batch(100.0)
+    true_scores = _group_batch(0.0).batch["token_level_rewards"].sum(-1)
+    assert float(batch.batch["token_level_rewards"].sum(-1).max()) > 50  # the carrier is there
+    # as in verl's fit loop without KL in the reward: the rewards *are* the scores
+    batch.batch["token_level_scores"] = batch.batch["token_level_rewards"]
+    batch = compute_advantage(batch, adv_estimator="grpo_class_weighted", num_repeat=4, config=algo)
+    torch.testing.assert_close(batch.batch["token_level_scores"].sum(-1), true_scores)
+    n, length = batch.batch["response_mask"].shape
+    batch.batch["responses"] = torch.zeros((n, length), dtype=torch.long)
+    batch.batch["prompts"] = torch.zeros((n, length), dtype=torch.long)
+    batch.batch["attention_mask"] = torch.ones((n, 2 * length), dtype=torch.long)
+    batch.batch["returns"] = batch.batch["advantages"]
+    metrics = compute_data_metrics(batch, use_critic=False)
+    assert metrics["critic/score/mean"] == pytest.approx(float(true_scores.mean()), abs=1e-5)
+    assert metrics["critic/score/max"] < 50
+
+
 def test_class_weighting_rejects_bad_config() -> None:
     from reward.advantage import class_weighting_settings
 

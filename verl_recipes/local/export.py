@@ -2,9 +2,9 @@
 
 * a local-backend output (``outputs/local_grpo`` or its ``final``/``checkpoint-N``): full weights
   are re-saved as safetensors; a LoRA adapter is merged into its base (``peft`` ``merge_and_unload``);
-* a verl FSDP actor checkpoint is first merged by ``python -m verl.model_merger merge --backend
-  fsdp`` (``model_export.sh`` does that); when the merger leaves ``<target>/lora_adapter``, it is
-  merged here into the base weights the merger saved beside it.
+* a verl FSDP checkpoint (PPO/GRPO actor, or ``verl.trainer.sft_trainer``) is first merged by
+  ``python -m verl.model_merger merge --backend fsdp`` (``model_export.sh`` does that); when the
+  merger leaves ``<target>/lora_adapter``, it is merged here into the base weights saved beside it.
 
 The result keeps the tokenizer and chat template and is checked by loading it with
 ``AutoModelForCausalLM``.
@@ -66,7 +66,9 @@ def find_verl_actor(ckpt: Path) -> Path:
     """Return the folder holding verl FSDP shards: ``ckpt`` itself, ``ckpt/actor`` or the latest step.
 
     Accepts an experiment folder (``latest_checkpointed_iteration.txt``), a ``global_step_N``
-    folder or the ``actor`` folder.
+    folder or the ``actor`` folder. PPO/GRPO runs keep the shards in ``global_step_N/actor``;
+    ``verl.trainer.sft_trainer`` writes them straight into ``global_step_N`` (no ``actor/``), with
+    ``huggingface/`` (config, tokenizer) and ``lora_train_meta.json`` beside them.
 
     Raises:
         ExportError: When no ``model_world_size_*_rank_0.pt`` is found.
