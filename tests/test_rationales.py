@@ -159,3 +159,18 @@ def test_backoff_doubles():
     with pytest.raises(R.TeacherError):
         R.call_with_retries(failing, [], retries=3, backoff=0.5, sleep=delays.append)
     assert delays == [0.5, 1.0, 2.0]
+
+
+def test_local_hf_teacher_runs_through_distil(tiny_chat_model, tmp_path):
+    """A local model folder as teacher: chat-template generation, every row judged and recorded."""
+    teacher = R.HFTeacher(tiny_chat_model, max_new_tokens=8)
+    reply = teacher([SYSTEM, {"role": "user", "content": "Log: heartbeat ok"}])
+    assert isinstance(reply, str) and reply  # a random tiny model still generates tokens
+    sidecar = tmp_path / "sft.parquet.parts.jsonl"
+    records, stats = R.distil(_rows(), teacher, sidecar, concurrency=2, progress=False)
+    assert stats.asked == len(LOGS) == len(records)
+    # a random model cannot write an agreeing <answer>: nothing is kept, everything is counted
+    assert stats.kept == 0 and stats.disagreed + stats.empty == len(LOGS)
+    assert len(sidecar.read_text().splitlines()) == len(LOGS)
+    _, again = R.distil(_rows(), teacher, sidecar, progress=False)
+    assert again.asked == 0 and again.resumed == len(LOGS)
