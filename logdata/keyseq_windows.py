@@ -21,13 +21,13 @@ still shows up as an unusual key rather than vanishing.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from logdata import windows
 from logdata.errors import LogDataError
 from logdata.keyseq_vocab import UNK
 from reward.labels import ABNORMAL, NORMAL
@@ -110,9 +110,9 @@ def _from_bounds(
 def time_windows(frame: pd.DataFrame, size: float, step: float, min_events: int = 2) -> pd.DataFrame:
     """Cut the log into sliding time windows ``[t0 + k*step, t0 + k*step + size)``.
 
-    Only windows that contain at least one line are built (a 214-day log with a 30 s step has
-    hundreds of thousands of empty grid cells), then windows with fewer than ``min_events`` keys
-    are dropped. Lines without a timestamp are skipped (with a warning).
+    The window grid is :func:`logdata.windows.time_window_grid`'s (the data stage's session
+    windows); empty windows are never built, and windows with fewer than ``min_events`` keys are
+    dropped. Lines without a timestamp are skipped (with a warning).
 
     Args:
         frame: Structured log with ``timestamp``, ``event_id`` and ``label``.
@@ -146,16 +146,7 @@ def time_windows(frame: pd.DataFrame, size: float, step: float, min_events: int 
         timed = timed.sort_values("timestamp", kind="stable")
     keys, abnormal = _keys_and_labels(timed)
     times = timed["timestamp"].to_numpy(dtype=np.float64)
-    rel = times - times[0]
-    per_line = math.ceil(size / step)
-    last = np.floor(rel / step).astype(np.int64)
-    candidates = (last[:, None] - np.arange(per_line)[None, :]).ravel()
-    owner = np.repeat(rel, per_line)
-    valid = (candidates >= 0) & (candidates * step + size > owner)
-    grid = np.unique(candidates[valid])
-    lo = times[0] + grid * step
-    starts = np.searchsorted(times, lo, side="left")
-    ends = np.searchsorted(times, lo + size, side="left")
+    grid, starts, ends = windows.time_window_grid(times, size, step)
     ids = [f"time-{k}" for k in grid]
     return _from_bounds(keys, abnormal, starts, ends, ids, times[np.minimum(starts, len(times) - 1)],
                         min_events)

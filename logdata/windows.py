@@ -38,6 +38,34 @@ def fixed_windows(n_lines: int, size: int = 100, step: int | None = None,
     return starts, ends
 
 
+def time_window_grid(timestamps: np.ndarray, size: float, step: float | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Non-empty sliding windows ``[t0 + k*step, t0 + k*step + size)`` over sorted ``timestamps``.
+
+    Returns:
+        ``(k, starts, ends)``: each kept window's grid index and its half-open row range.
+
+    >>> [a.tolist() for a in time_window_grid(np.array([0., 1., 5., 6., 20.]), 5.0)]
+    [[0, 1, 4], [0, 2, 4], [2, 4, 5]]
+    """
+    step = size if step is None else step
+    if size <= 0 or step <= 0:
+        raise LogDataError(f"time window size and step must be > 0, got {size} and {step}")
+    ts = np.asarray(timestamps, dtype=np.float64)
+    if len(ts) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if np.isnan(ts).any():
+        raise LogDataError("time windows need a timestamp on every line")
+    if (np.diff(ts) < 0).any():
+        raise LogDataError("time windows need non-decreasing timestamps")
+    grid = np.arange(int((ts[-1] - ts[0]) // step) + 1, dtype=np.int64)
+    origins = ts[0] + step * grid.astype(np.float64)
+    starts = np.searchsorted(ts, origins, side="left").astype(np.int64)
+    ends = np.searchsorted(ts, origins + size, side="left").astype(np.int64)
+    keep = ends > starts
+    return grid[keep], starts[keep], ends[keep]
+
+
 def time_windows(timestamps: np.ndarray, size: float, step: float | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Sliding windows of ``size`` seconds every ``step`` seconds over sorted ``timestamps``.
@@ -47,21 +75,8 @@ def time_windows(timestamps: np.ndarray, size: float, step: float | None = None
     >>> [a.tolist() for a in time_windows(np.array([0., 1., 5., 6., 20.]), 5.0)]
     [[0, 2, 4], [2, 4, 5]]
     """
-    step = size if step is None else step
-    if size <= 0 or step <= 0:
-        raise LogDataError(f"time window size and step must be > 0, got {size} and {step}")
-    ts = np.asarray(timestamps, dtype=np.float64)
-    if len(ts) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    if np.isnan(ts).any():
-        raise LogDataError("time windows need a timestamp on every line")
-    if (np.diff(ts) < 0).any():
-        raise LogDataError("time windows need non-decreasing timestamps")
-    origins = ts[0] + step * np.arange(int((ts[-1] - ts[0]) // step) + 1, dtype=np.float64)
-    starts = np.searchsorted(ts, origins, side="left").astype(np.int64)
-    ends = np.searchsorted(ts, origins + size, side="left").astype(np.int64)
-    keep = ends > starts
-    return starts[keep], ends[keep]
+    _, starts, ends = time_window_grid(timestamps, size, step)
+    return starts, ends
 
 
 def block_sessions(block_lists: list[list[str]]) -> tuple[list[str], list[list[int]]]:
