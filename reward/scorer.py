@@ -14,9 +14,9 @@ term that was not paid reports 0.0).
   shorthands for ``params={"correctness": {...}}``;
 * ``perplexity_model`` — local causal LM folder for the perplexity terms (dropped without it);
 * ``perplexity_options`` — extra :class:`reward.perplexity.PerplexityScorer` arguments;
-* ``abnormal_offset`` — add this constant to the score of every abnormal-gold sample. A
-  group-constant shift cancels exactly in GRPO's group normalisation; it only carries the gold
-  class to the ``grpo_class_weighted`` advantage estimator (see :mod:`reward.advantage`).
+* ``class_weights`` — ``{abnormal: w_a, normal: w_n}``: the score of a sample is multiplied by
+  the weight of its gold class (default 1.0 each). It reaches the policy gradient only with
+  estimators that keep a per-group scale (see :mod:`reward.class_weights`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from reward.class_weights import parse_class_weights
 from reward.components import CorrectnessReward, _ModelComponent
 from reward.context import ScoreContext
 from reward.presets import COMPONENT_DEFAULTS, DEFAULT_PRESET, GATE_CORRECT, PRESETS, Term
@@ -41,7 +42,7 @@ CORRECTNESS_SHORTHANDS = ("caught_anomaly", "correct_normal", "missed_anomaly", 
 # Extra keyword arguments verl's reward managers may pass; accepted and ignored.
 IGNORED_KWARGS = frozenset({"reward_router_address", "reward_model_tokenizer"})
 KNOWN_KWARGS = frozenset(
-    {"preset", "weights", "params", "perplexity_model", "perplexity_options", "abnormal_offset"}
+    {"preset", "weights", "params", "perplexity_model", "perplexity_options", "class_weights"}
 ) | frozenset(CORRECTNESS_SHORTHANDS)
 
 _warned_no_model = False
@@ -135,22 +136,23 @@ class CompositeReward:
 
     Args:
         terms: ``{component: Term}`` as returned by :func:`resolve_terms`.
-        abnormal_offset: Constant added to the score of abnormal-gold samples (class carrier).
+        class_weights: ``{label: weight}`` multiplying the score by the gold class's weight.
     """
 
-    def __init__(self, terms: Mapping[str, Term], abnormal_offset: float = 0.0) -> None:
+    def __init__(self, terms: Mapping[str, Term], class_weights: Mapping[str, float] | None = None) -> None:
         self.terms = [
             ActiveTerm(name, term.weight, term.gate, build_component(name, **term.params))
             for name, term in terms.items()
         ]
-        self.abnormal_offset = float(abnormal_offset)
+        self.class_weights = parse_class_weights(class_weights)
         self.keys = ("score", "acc", "pred", *(t.name for t in self.terms))
         self._correctness = next(
             (t.component for t in self.terms if isinstance(t.component, CorrectnessReward)), None
         )
         bounds = [_term_bounds(t) for t in self.terms]
-        self.low = sum(lo for lo, _ in bounds) + min(self.abnormal_offset, 0.0)
-        self.high = sum(hi for _, hi in bounds) + max(self.abnormal_offset, 0.0)
+        low, high = sum(lo for lo, _ in bounds), sum(hi for _, hi in bounds)
+        self.low = min(w * low for w in self.class_weights.values())
+        self.high = max(w * high for w in self.class_weights.values())
 
     def _paid(self, term: ActiveTerm, ctx: ScoreContext) -> bool:
         if term.gate != GATE_CORRECT:
@@ -171,9 +173,7 @@ class CompositeReward:
         return values, pending
 
     def _finish(self, ctx: ScoreContext, values: dict[str, float]) -> dict[str, Any]:
-        score = sum(t.weight * values[t.name] for t in self.terms)
-        if ctx.is_abnormal:
-            score += self.abnormal_offset
+        score = self.class_weights[ctx.ground_truth] * sum(t.weight * values[t.name] for t in self.terms)
         result: dict[str, Any] = {"score": float(score), "acc": 1.0 if ctx.correct else 0.0, "pred": ctx.pred}
         result.update((t.name, values[t.name]) for t in self.terms)
         return result
@@ -239,7 +239,7 @@ def get_composite(reward_kwargs: Mapping[str, Any] | None = None) -> CompositeRe
     with _CACHE_LOCK:
         composite = _CACHE.get(key)
         if composite is None:
-            composite = CompositeReward(resolve_terms(kwargs), kwargs.get("abnormal_offset") or 0.0)
+            composite = CompositeReward(resolve_terms(kwargs), kwargs.get("class_weights"))
             if len(_CACHE) >= _CACHE_LIMIT:
                 _CACHE.pop(next(iter(_CACHE)))
             _CACHE[key] = composite

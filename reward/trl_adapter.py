@@ -113,7 +113,7 @@ def make_trl_reward_funcs(reward_kwargs: Mapping[str, Any] | None = None) -> lis
 
     Args:
         reward_kwargs: Same keys as the VeRL ``reward_kwargs`` (``preset``, ``weights``, …).
-            ``abnormal_offset`` is for verl's ``grpo_class_weighted`` only; do not set it here.
+            ``class_weights`` act only with ``scale_rewards="none"`` (or ``"batch"``) in TRL.
 
     Returns:
         ``[LogRLReward(reward_kwargs)]`` — use with ``reward_weights`` unset (weight 1).

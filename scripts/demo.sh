@@ -38,19 +38,9 @@ TIMES="$DEMO/timings.tsv"
 QUIET="$DEMO/logs"
 mkdir -p "$QUIET"
 
-stage() {  # stage NAME COMMAND... : run quietly (log kept), time it, stop with the log on failure
-  local name="$1"; shift
-  local start end
-  start=$(date +%s.%N)
-  printf '[demo] %-10s ' "$name"
-  if ! "$@" >"$QUIET/$name.log" 2>&1; then
-    echo "FAILED — last lines of $QUIET/$name.log:"; tail -n 20 "$QUIET/$name.log"; exit 1
-  fi
-  end=$(date +%s.%N)
-  local secs; secs=$(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.1f", b-a}')
-  printf '%s\t%s\n' "$name" "$secs" >> "$TIMES"
-  echo "done in ${secs}s"
-}
+STAGE_PREFIX=demo STAGE_LOGS="$QUIET" STAGE_TIMES="$TIMES"
+# shellcheck source=scripts/stage.sh
+source "$ROOT/scripts/stage.sh"
 
 DATA="$DEMO/data"
 stage logs      "$PY" -m logdata synthetic --out "$DEMO/raw.log" --lines "$LINES" --seed "$SEED" \

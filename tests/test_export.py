@@ -13,6 +13,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from verl_recipes.cpu import cpu_env, cpu_overrides
 from verl_recipes.local import export
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,63 +44,6 @@ FSDPCheckpointManager(model=model, optimizer=opt, lr_scheduler=None,
                       processing_class=AutoTokenizer.from_pretrained(model_dir),
                       checkpoint_config=cfg).save_checkpoint(out, global_step=3)
 dist.destroy_process_group()
-"""
-
-
-# Runs verl 0.9.1's own SFT trainer (`verl.trainer.sft_trainer.main`, engine-based, FSDP2) for one
-# step on CPU, world size 1 on gloo. verl has no CPU platform, so the writer registers one through
-# verl's PlatformRegistry (VERL_PLATFORM=cpu) and picks the FSDP engine class registered for cuda
-# (VERL_ENGINE_DEVICE=cuda). Two more test-only shims: verl's initialize_global_process_group asks
-# for "cpu:gloo,<device>:<backend>", which is invalid when the device is cpu, so it is replaced by
-# a plain gloo init. verl's monkey patch imports trl's AutoModelForCausalLMWithValueHead, which is
-# why trl is pinned below 1.13 (pyproject.toml): this run also proves that pin works.
-SFT_WRITER = r"""
-import os, sys, types
-from contextlib import contextmanager
-import torch
-os.environ.update(VERL_PLATFORM="cpu", VERL_ENGINE_DEVICE="cuda")
-from verl.plugin.platform.platform_base import PlatformBase
-from verl.plugin.platform.platform_manager import PlatformRegistry
-
-class CpuDeviceModule(types.ModuleType):
-    STUBS = {"mem_get_info": (0, 1), "get_device_name": "cpu"}
-    def __getattr__(self, name):
-        if hasattr(torch.cpu, name):
-            return getattr(torch.cpu, name)
-        return lambda *a, **k: self.STUBS.get(name, 0)
-
-@PlatformRegistry.register(platform="cpu")
-class PlatformCPU(PlatformBase):
-    device_name = property(lambda self: "cpu")
-    vendor_name = property(lambda self: "cpu")
-    device_module = property(lambda self: CpuDeviceModule("cpu_device"))
-    def is_available(self): return True
-    def current_device(self): return "cpu"
-    def device_count(self): return 1
-    def set_device(self, device_index): pass
-    def synchronize(self, device_index=None): pass
-    def manual_seed(self, seed): torch.manual_seed(seed)
-    def manual_seed_all(self, seed): torch.manual_seed(seed)
-    def set_allocator_settings(self, settings): pass
-    def empty_cache(self): pass
-    def get_device_capability(self, device_index=0): return None, None
-    def communication_backend_name(self): return "gloo"
-    def visible_devices_envvar(self): return "CUDA_VISIBLE_DEVICES"
-    @contextmanager
-    def nvtx_range(self, msg):
-        yield
-    def profiler_start(self): pass
-    def profiler_stop(self): pass
-    def ray_resource_name(self): return "CPU"
-    def ray_noset_envvars(self): return []
-    def is_ipc_supported(self): return False
-    def cudart(self): return None
-
-import verl.utils.distributed as verl_dist
-verl_dist.initialize_global_process_group = (
-    lambda timeout_second=600: (torch.distributed.init_process_group("gloo"), 0, 0, 1)[1:])
-from verl.trainer import sft_trainer
-sft_trainer.main()
 """
 
 
@@ -208,24 +152,24 @@ def test_export_verl_sft_lora_checkpoint(tiny_chat_model, tmp_path):
     ``lora_A/lora_B.default.weight``); the merger splits it into base weights and ``lora_adapter``.
     """
     run_dir = tmp_path / "checkpoints" / "logrl" / "sft_lora_test"
-    writer = tmp_path / "run_sft.py"
-    writer.write_text(SFT_WRITER)
     overrides = [
         f"--config-path={REPO / 'verl_recipes' / 'sft_lora'}", "--config-name=sft_lora",
+        *cpu_overrides("sft"),  # verl's trainer on CPU through the project's platform plugin
         f"model.path={tiny_chat_model}", f"data.train_files={_sft_messages(tmp_path / 'sft.parquet')}",
-        "data.train_batch_size=4", "data.micro_batch_size_per_gpu=2", "data.num_workers=0",
-        "data.max_length=128", "trainer.device=cpu", "trainer.logger=[console]",
+        "data.train_batch_size=4", "data.micro_batch_size_per_gpu=2",
+        "data.max_length=128", "trainer.logger=[console]",
         "trainer.total_training_steps=1", f"trainer.default_local_dir={run_dir}",
-        "trainer.n_gpus_per_node=1", "model.enable_gradient_checkpointing=false",
-        "+model.override_config.attn_implementation=sdpa", "engine.strategy=fsdp2",
+        "model.enable_gradient_checkpointing=false", f"hydra.run.dir={tmp_path / 'hydra'}",
         # one visible step: no warm-up (lr would be 0 at step 1) and a large lr moves lora_B off 0
         "optim.lr=0.1", "optim.lr_warmup_steps_ratio=0",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": _free_port(), "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
-           "LOCAL_WORLD_SIZE": "1"}
-    proc = subprocess.run([sys.executable, str(writer), *overrides], capture_output=True, text=True,
-                          timeout=240, cwd=tmp_path, env=env)
+    env = {**os.environ, **cpu_env(), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled",
+           "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+         "-m", "verl.trainer.sft_trainer", *overrides],
+        capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
 
     step = run_dir / "global_step_1"

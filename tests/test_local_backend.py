@@ -17,9 +17,20 @@ def test_overrides_and_recipe_reward_kwargs():
     )
     assert cfg["model"]["path"] == "/m" and cfg["trainer"]["max_steps"] == 2
     assert cfg["reward"]["preset"] == "answer_only" and cfg["grpo"]["beta"] == 0.0
-    # Same reward settings as the verl recipe, minus the verl-only class shift.
-    default = local_config.build_config("grpo", ["model=/m"])["reward"]
-    assert default == {"preset": "rationanomaly"}
+    # Same reward settings as the verl recipe, class weights included, with Dr. GRPO scaling.
+    default = local_config.build_config("grpo", ["model=/m"])
+    assert default["reward"] == {"preset": "rationanomaly", "class_weights": {"abnormal": 2.0, "normal": 1.0}}
+    assert default["grpo"]["scale_rewards"] == "none"
+
+
+def test_class_weights_refused_where_std_scaling_cancels_them():
+    with pytest.raises(local_config.LocalConfigError, match="cancel"):
+        local_config.build_config("grpo", ["model=/m", "grpo.scale_rewards=group"])
+    # equal weights have nothing to cancel
+    cfg = local_config.build_config(
+        "grpo", ["model=/m", "grpo.scale_rewards=group", "reward.class_weights={abnormal: 1, normal: 1}"]
+    )
+    assert cfg["grpo"]["scale_rewards"] == "group"
 
 
 @pytest.mark.parametrize("bad", ["trainer.no_such_key=1", "novalue", "grpo..x=1"])

@@ -29,7 +29,8 @@ RATIONANOMALY_EXPECTED = {
     "actor_rollout_ref.actor.fsdp_config.optimizer_offload": True,
     "trainer.total_epochs": 2,
     "trainer.save_freq": 10,
-    "algorithm.adv_estimator": "grpo_class_weighted",
+    "algorithm.adv_estimator": "grpo",
+    "algorithm.norm_adv_by_std_in_grpo": False,
     "reward.custom_reward_function.name": "compute_score",
 }
 
@@ -54,10 +55,30 @@ def test_rationanomaly_values_match_the_paper():
     cfg = compose.compose_recipe("rationanomaly_grpo")
     got = {key: OmegaConf.select(cfg, key) for key in RATIONANOMALY_EXPECTED}
     assert got == RATIONANOMALY_EXPECTED
-    # The reward's class shift and the estimator's must be the same number.
-    assert cfg.reward.custom_reward_function.reward_kwargs.abnormal_offset == (
-        cfg.algorithm.class_weighting.abnormal_offset
+    weights = OmegaConf.to_container(cfg.reward.custom_reward_function.reward_kwargs.class_weights)
+    assert weights == {"abnormal": 2.0, "normal": 1.0}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["algorithm.norm_adv_by_std_in_grpo=true"],  # std normalisation cancels the weights
+        ["algorithm.adv_estimator=grpo_passk", "algorithm.norm_adv_by_std_in_grpo=true"],
+    ],
+)
+def test_validation_refuses_class_weights_the_estimator_cancels(overrides, tiny_chat_model):
+    cfg = compose.compose_recipe(
+        "rationanomaly_grpo", [f"actor_rollout_ref.model.path={tiny_chat_model}", *overrides]
     )
+    with pytest.raises(compose.RecipeError, match="do not survive"):
+        compose.validate_recipe(cfg)
+    # the same estimator without class weights is fine
+    cfg = compose.compose_recipe(
+        "rationanomaly_grpo",
+        [f"actor_rollout_ref.model.path={tiny_chat_model}", *overrides,
+         "~reward.custom_reward_function.reward_kwargs.class_weights"],
+    )
+    compose.validate_recipe(cfg)
 
 
 def test_ppo_gae_uses_a_critic():

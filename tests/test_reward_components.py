@@ -136,13 +136,25 @@ def test_weights_params_and_shorthands() -> None:
         compute_score("bgl", CORRECT[NORMAL], "maybe", {})
 
 
-def test_abnormal_offset_shifts_only_abnormal_gold() -> None:
-    assert score(WRONG[ABNORMAL], ABNORMAL, abnormal_offset=100.0)["score"] == pytest.approx(
-        score(WRONG[ABNORMAL], ABNORMAL)["score"] + 100.0
-    )
-    assert (
-        score(WRONG[NORMAL], NORMAL, abnormal_offset=100.0)["score"] == score(WRONG[NORMAL], NORMAL)["score"]
-    )
+def test_class_weights_scale_the_score_of_their_gold_class() -> None:
+    weights = {"abnormal": 2.0, "normal": 0.5}
+    answer_only = {"preset": "answer_only", "class_weights": weights}
+    # missed anomaly: 2 x (format 0.1 + correctness -1.5); false alarm: 0.5 x (0.1 - 1.0)
+    assert score(WRONG[ABNORMAL], ABNORMAL, **answer_only)["score"] == pytest.approx(2.0 * (0.1 - 1.5))
+    assert score(WRONG[NORMAL], NORMAL, **answer_only)["score"] == pytest.approx(0.5 * (0.1 - 1.0))
+    assert score(CORRECT[ABNORMAL], ABNORMAL, **answer_only)["score"] == pytest.approx(2.0 * 1.1)
+    # accuracy and component values are not weighted
+    result = score(WRONG[ABNORMAL], ABNORMAL, **answer_only)
+    assert (result["acc"], result["correctness"], result["format"]) == (0.0, -1.5, 0.1)
+    # bounds of answer_only [-2.2, 1.1] scaled by the largest weight at both ends
+    composite = get_composite(answer_only)
+    assert (composite.low, composite.high) == pytest.approx((-4.4, 2.2))
+
+
+@pytest.mark.parametrize("bad", [{"anomalous": 2.0}, {"abnormal": 0.0}, {"normal": -1}, {"abnormal": "x"}])
+def test_class_weights_reject_bad_values(bad: dict) -> None:
+    with pytest.raises(ValueError, match="class_weights"):
+        score(CORRECT[NORMAL], NORMAL, class_weights=bad)
 
 
 def test_missing_perplexity_model_warns_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,4 +1,4 @@
-"""Compose a recipe against the installed verl with Hydra and run verl's own config validation.
+r"""Compose a recipe against the installed verl with Hydra and run verl's own config validation.
 
 A recipe is a folder ``verl_recipes/<name>/`` holding ``<name>.yaml``: a Hydra config whose
 search path is ``pkg://verl.trainer.config`` and whose defaults start from one of verl's trainer
@@ -6,6 +6,39 @@ configs (``ppo_trainer`` or ``sft_trainer_engine``), holding only the deltas. Th
 such a recipe exactly as ``python -m verl.trainer.main_ppo --config-path … --config-name …`` would,
 without starting Ray or touching a GPU, so tests and ``model_train.sh --dry-run`` see the same
 configuration the trainer will.
+
+Paths. Ray workers run in other folders (and on other nodes), so every path the trainer reads is
+pinned before the run, by explicit rules; nothing is guessed from how a value looks. Each key of
+:data:`PATH_RULES` has one of three kinds:
+
+=============  ==================================================================================
+kind           rule for the value (absolute values, ``~``-paths and URIs are the same everywhere)
+=============  ==================================================================================
+``file``       Data files, reward file, reward manager module, dataset class, checkpoint folders.
+               Absolute: kept. ``~/…``: expanded. URI (``scheme://…``, e.g. ``pkg://``): kept.
+               Relative: joined to the *base folder* (below), whether or not it exists yet.
+``model``      Model, tokenizer and adapter paths: a local folder or a Hugging Face hub id.
+               Absolute and URI: kept; ``~/…``: expanded. Relative: if ``base/value`` is an
+               existing folder it becomes that absolute path; anything else is a hub id
+               (``Qwen/Qwen2.5-7B-Instruct``) and is kept exactly as written.
+``search``     ``PYTHONPATH`` of the Ray workers: ``:``-separated entries, each a ``file`` path,
+               except ``$NAME``/``${NAME}`` entries, which Ray expands on each worker to that
+               worker's own variable; they are written ``$NAME`` (see below).
+=============  ==================================================================================
+
+The base folder of a relative value is where it was typed: **the caller's working directory** when
+the value comes from a command-line override of that key (or of the key its value starts with an
+interpolation of, e.g. ``logrl.data_dir=`` for ``${logrl.data_dir}/train.parquet``, or from an
+environment variable that is set, ``${oc.env:MODEL_PATH,…}``); **the repository root** when it
+comes from the recipe yaml (or from verl's defaults). Environment interpolations are resolved in
+the launching shell, so workers on other nodes see the same values.
+
+Ray (``ray._private.utils.update_envs``) passes runtime-env ``env_vars`` through
+``os.path.expandvars``, so ``PYTHONPATH: /repo:$PYTHONPATH`` appends the worker's own PYTHONPATH.
+The ``$NAME`` form is used rather than ``${NAME}`` because verl's ``main_ppo`` hands Ray the
+*unresolved* config (``OmegaConf.to_container(..., resolve=False)``): an unescaped ``${NAME}``
+fails OmegaConf's resolution later in the run, and an escaped ``\${NAME}`` reaches the worker with
+its backslash. OmegaConf and Hydra leave ``$NAME`` alone.
 
 Usage::
 
@@ -25,6 +58,7 @@ import contextlib
 import importlib
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -45,20 +79,44 @@ TRAINER_KINDS: dict[str, dict[str, str]] = {
     "sft": {"marker": "engine", "module": "verl.trainer.sft_trainer", "runner": "torchrun"},
 }
 
-# Config keys holding file paths that must be absolute before Ray workers (other cwd) read them.
-# Relative values are resolved against the repository root.
-PATH_KEYS: tuple[str, ...] = (
-    "reward.custom_reward_function.path",
-    "reward.reward_manager.module.path",
-    "data.train_files",
-    "data.val_files",
-    "data.custom_cls.path",
-    "trainer.default_local_dir",
-    "actor_rollout_ref.model.path",
-    "critic.model.path",
-    "model.path",
-    "ray_kwargs.ray_init.runtime_env.env_vars.PYTHONPATH",
-)
+# How each path key of a config is pinned before the run (see the module docstring for the rules).
+FILE, MODEL, SEARCH = "file", "model", "search"
+PATH_RULES: dict[str, str] = {
+    # files and folders the trainer reads or writes
+    "data.train_files": FILE,
+    "data.val_files": FILE,
+    "data.custom_cls.path": FILE,
+    "reward.custom_reward_function.path": FILE,
+    "reward.reward_manager.module.path": FILE,
+    "trainer.default_local_dir": FILE,
+    "trainer.resume_from_path": FILE,
+    "trainer.rollout_data_dir": FILE,
+    "trainer.validation_data_dir": FILE,
+    # local model folders or hub ids
+    "actor_rollout_ref.model.path": MODEL,
+    "actor_rollout_ref.model.tokenizer_path": MODEL,
+    "actor_rollout_ref.model.hf_config_path": MODEL,
+    "actor_rollout_ref.model.lora_adapter_path": MODEL,
+    "critic.model.path": MODEL,
+    "critic.model.tokenizer_path": MODEL,
+    "critic.model.hf_config_path": MODEL,
+    "reward.reward_model.model_path": MODEL,
+    "model.path": MODEL,
+    "model.tokenizer_path": MODEL,
+    "model.hf_config_path": MODEL,
+    "model.lora_adapter_path": MODEL,
+    # module search path of the Ray workers
+    "ray_kwargs.ray_init.runtime_env.env_vars.PYTHONPATH": SEARCH,
+}
+PATH_KEYS: tuple[str, ...] = tuple(PATH_RULES)
+
+# Where a relative value was typed: the caller's working directory or the recipe (repository root).
+CALLER, RECIPE = "caller", "recipe"
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_ENV_REF = re.compile(r"^\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))$")
+_LEADING_NODE = re.compile(r"^\$\{([A-Za-z_][\w.]*)\}")
+_LEADING_ENV = re.compile(r"^\$\{oc\.env:([A-Za-z_]\w*)")
 
 # Keys that verl 0.9.1 accepts without complaint but never reads (moved under ``reward.*``); its
 # ``legacy_reward_impl`` defaults declare them as null, so only a non-null value is an error.
@@ -101,23 +159,105 @@ def recipe_yaml(name: str) -> Path:
     return path
 
 
-def _absolute(value: Any) -> Any:
-    """Make a path (or list of paths) absolute against the repository root; keep other values."""
-    if isinstance(value, str) and value and "://" not in value and not value.startswith("~"):
-        path = Path(value)
-        if path.is_absolute():
-            return value
-        here = Path.cwd() / path
-        # A path that exists from the caller's folder wins; otherwise it is repository-relative.
-        candidate = os.path.normpath(here if here.exists() else REPO_ROOT / path)
-        # Hub ids such as ``meta-llama/Llama-2-7b-chat-hf`` are kept as they are.
-        first = path.parts[0] if path.parts else ""
-        if Path(candidate).exists() or path.suffix or first in {"datasets", "checkpoints", "outputs"}:
-            return candidate
-        return value
+def override_keys(overrides: Sequence[str]) -> set[str]:
+    """Return the config keys that Hydra overrides set (``key=v``, ``+key=v``, ``++key=v``, ``~key``).
+
+    Args:
+        overrides: Hydra overrides as typed on the command line.
+
+    Returns:
+        Dotted keys, without the ``+``/``++``/``~`` prefix and without ``@package`` suffixes.
+    """
+    keys = set()
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~").split("@", 1)[0].strip()
+        if key:
+            keys.add(key)
+    return keys
+
+
+def value_origin(cfg: Any, key: str, cli_keys: set[str], *, _seen: frozenset[str] = frozenset()) -> str:
+    """Return where the value at ``key`` was typed: :data:`CALLER` or :data:`RECIPE`.
+
+    A key set on the command line (or under a parent key set there) is the caller's. A value that
+    starts with an interpolation takes the origin of what it starts with: another key
+    (``${logrl.data_dir}/train.parquet``) or an environment variable (``${oc.env:MODEL_PATH,…}``:
+    the caller's when the variable is set, else the recipe's fallback). Anything else is the recipe's.
+
+    Args:
+        cfg: A composed config (``DictConfig``).
+        key: Dotted key.
+        cli_keys: Keys set by command-line overrides (see :func:`override_keys`).
+
+    Returns:
+        :data:`CALLER` or :data:`RECIPE`.
+    """
+    if any(key == k or key.startswith(k + ".") for k in cli_keys):
+        return CALLER
+    raw = _raw(cfg, key)
+    if not isinstance(raw, str) or key in _seen:
+        return RECIPE
+    env = _LEADING_ENV.match(raw)
+    if env:
+        return CALLER if env.group(1) in os.environ else RECIPE
+    node = _LEADING_NODE.match(raw)
+    if node:
+        return value_origin(cfg, node.group(1), cli_keys, _seen=_seen | {key})
+    return RECIPE
+
+
+def base_folder(origin: str) -> Path:
+    """Return the folder a relative value of ``origin`` is relative to (cwd or repository root)."""
+    return Path.cwd() if origin == CALLER else REPO_ROOT
+
+
+def resolve_path(value: Any, kind: str, base: Path) -> Any:
+    """Pin one config value by the rule of its ``kind`` (see the module docstring).
+
+    Args:
+        value: A string, a list of strings (``data.train_files``), or anything else (kept).
+        kind: :data:`FILE`, :data:`MODEL` or :data:`SEARCH`.
+        base: Folder that relative values are relative to (see :func:`base_folder`).
+
+    Returns:
+        The pinned value; non-strings and empty strings unchanged.
+
+    Raises:
+        ValueError: For an unknown kind.
+
+    >>> resolve_path("Qwen/Qwen2.5-7B-Instruct", MODEL, Path("/nowhere"))
+    'Qwen/Qwen2.5-7B-Instruct'
+    >>> resolve_path("data/train.parquet", FILE, Path("/work"))
+    '/work/data/train.parquet'
+    >>> resolve_path("lib:$PYTHONPATH", SEARCH, Path("/repo"))
+    '/repo/lib:$PYTHONPATH'
+    """
+    if kind not in (FILE, MODEL, SEARCH):
+        raise ValueError(f"unknown path kind {kind!r}")
     if isinstance(value, list | tuple):
-        return [_absolute(v) for v in value]
-    return value
+        return [resolve_path(v, kind, base) for v in value]
+    if not isinstance(value, str) or not value:
+        return value
+    if kind == SEARCH:
+        return ":".join(_search_entry(entry, base) for entry in value.split(":"))
+    if _URI.match(value):
+        return value
+    if value.startswith("~"):
+        return os.path.expanduser(value)
+    if Path(value).is_absolute():
+        return value
+    candidate = os.path.normpath(base / value)
+    if kind == MODEL and not Path(candidate).is_dir():
+        return value  # a hub id, kept exactly as written
+    return candidate
+
+
+def _search_entry(entry: str, base: Path) -> str:
+    """One ``PYTHONPATH`` entry: ``$NAME``/``${NAME}`` become ``$NAME``; others are file paths."""
+    ref = _ENV_REF.match(entry)
+    if ref:
+        return "$" + (ref.group(1) or ref.group(2))
+    return resolve_path(entry, FILE, base) if entry else entry
 
 
 def _raw(cfg: Any, key: str) -> Any:
@@ -128,31 +268,41 @@ def _raw(cfg: Any, key: str) -> Any:
     return node._value() if node is not None else None
 
 
-def path_overrides(cfg: Any) -> list[str]:
-    """Return Hydra overrides pinning every path in :data:`PATH_KEYS` to its resolved absolute value.
+def _render(value: Any) -> str:
+    """Render a pinned value as a quoted Hydra override value."""
+    if isinstance(value, list):
+        return "[" + ",".join(f"'{v}'" for v in value) + "]"
+    return f"'{value}'"
+
+
+def path_overrides(cfg: Any, overrides: Sequence[str] = ()) -> list[str]:
+    """Return Hydra overrides pinning every key of :data:`PATH_RULES` by its rule.
 
     Environment interpolations (``${oc.env:MODEL_PATH,…}``) are resolved here, in the launching
     shell, so Ray workers on other nodes see the same values.
 
     Args:
-        cfg: A composed config (``DictConfig``).
+        cfg: A config composed *without* path fixing.
+        overrides: The command-line overrides it was composed with; a relative value typed there
+            is relative to the working directory, one from the recipe to the repository root.
 
     Returns:
-        Overrides such as ``reward.custom_reward_function.path=/abs/reward/verl_reward.py``.
+        Overrides such as ``reward.custom_reward_function.path='/abs/reward/verl_reward.py'``.
     """
     from omegaconf import OmegaConf
 
+    cli_keys = override_keys(overrides)
     out = []
-    for key in PATH_KEYS:
+    for key, kind in PATH_RULES.items():
         value = OmegaConf.select(cfg, key, default=None)
         if value is None:
             continue
         value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-        fixed = _absolute(value)
+        fixed = resolve_path(value, kind, base_folder(value_origin(cfg, key, cli_keys)))
         if fixed == value and "${" not in str(_raw(cfg, key)):
             continue
-        rendered = "[" + ",".join(f"'{v}'" for v in fixed) + "]" if isinstance(fixed, list) else f"'{fixed}'"
-        out.append(f"{key}={rendered}")
+        logger.debug("%s: %r -> %r", key, value, fixed)
+        out.append(f"{key}={_render(fixed)}")
     return out
 
 
@@ -162,7 +312,8 @@ def compose_recipe(name: str, overrides: Sequence[str] = (), *, absolute_paths: 
     Args:
         name: Recipe name (see :func:`list_recipes`).
         overrides: Hydra overrides (``key=value``, ``+key=value``, ``~key``).
-        absolute_paths: Resolve relative paths in :data:`PATH_KEYS` against the repository root.
+        absolute_paths: Pin the keys of :data:`PATH_RULES` (relative values typed in ``overrides``
+            are relative to the working directory, those of the recipe to the repository root).
 
     Returns:
         The composed ``DictConfig``.
@@ -181,7 +332,7 @@ def compose_recipe(name: str, overrides: Sequence[str] = (), *, absolute_paths: 
         with initialize_config_dir(config_dir=str(path.parent), version_base=None):
             cfg = compose(config_name=name, overrides=list(overrides))
             if absolute_paths:
-                fixes = path_overrides(cfg)
+                fixes = path_overrides(cfg, overrides)
                 if fixes:
                     cfg = compose(config_name=name, overrides=[*overrides, *fixes])
     except (HydraException, OmegaConfBaseException) as err:
@@ -233,6 +384,21 @@ def _validate_ppo(cfg: Any) -> None:
     omega_conf_to_dataclass(cfg.algorithm.kl_ctrl)
     _check_reward(cfg)
     _check_adv_estimator(cfg)
+    _check_class_weights(cfg)
+
+
+def _check_class_weights(cfg: Any) -> None:
+    """Class weights in the reward must reach the advantages (see ``reward/class_weights.py``)."""
+    from omegaconf import OmegaConf
+
+    from reward.class_weights import check_class_weights
+
+    kwargs = OmegaConf.select(cfg, "reward.custom_reward_function.reward_kwargs", default=None)
+    kwargs = OmegaConf.to_container(kwargs, resolve=True) if kwargs is not None else {}
+    try:
+        check_class_weights(str(cfg.algorithm.adv_estimator), cfg.algorithm, kwargs)
+    except ValueError as err:
+        raise RecipeError(str(err)) from err
 
 
 def _check_reward(cfg: Any) -> None:
@@ -326,20 +492,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _compose_and_print(args: argparse.Namespace) -> int:
-    """Compose the recipe and print what the flags ask for."""
+    """Compose the recipe and print what the flags ask for (stdout holds only that answer)."""
+    # Imports made while composing (verl, and the modules of VERL_USE_EXTERNAL_MODULES such as vLLM)
+    # may log to stdout; they go to stderr so the launcher can read the answer.
+    with contextlib.redirect_stdout(sys.stderr):
+        text = _answer(args)
+    print(text)
+    return 0
+
+
+def _answer(args: argparse.Namespace) -> str:
+    """Return the text the CLI flags ask for: path overrides, trainer kind, or the config."""
     cfg = compose_recipe(args.recipe, args.overrides, absolute_paths=not args.print_overrides)
     if args.print_overrides:
-        print("\n".join(path_overrides(cfg)))
-        return 0
+        return "\n".join(path_overrides(cfg, args.overrides))
     if args.kind:
         kind = trainer_kind(cfg)
         row = TRAINER_KINDS[kind]
-        print(kind, row["runner"], row["module"], cfg.trainer.n_gpus_per_node, cfg.trainer.nnodes)
-        return 0
+        return " ".join(map(str, (kind, row["runner"], row["module"], cfg.trainer.n_gpus_per_node,
+                                  cfg.trainer.nnodes)))
     if args.validate:
         validate_recipe(cfg)
-    print(to_yaml(cfg))
-    return 0
+    return to_yaml(cfg)
+
 
 if __name__ == "__main__":
     sys.exit(main())

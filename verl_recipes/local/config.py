@@ -22,9 +22,6 @@ import yaml
 RECIPES_DIR = Path(__file__).resolve().parents[1]
 GRPO_RECIPE = RECIPES_DIR / "rationanomaly_grpo" / "rationanomaly_grpo.yaml"
 
-# Reward kwargs that only work together with a verl-side component absent from TRL.
-VERL_ONLY_REWARD_KWARGS: frozenset[str] = frozenset({"abnormal_offset"})
-
 # Defaults shared by both modes; one table per concern, every knob commented.
 COMMON_DEFAULTS: dict[str, Any] = {
     # HF model folder (required): a chat model with a chat template
@@ -83,8 +80,9 @@ GRPO_DEFAULTS: dict[str, Any] = {
         "epsilon": 0.2,
         # GRPO loss aggregation
         "loss_type": "grpo",
-        # advantage scaling: "group" (std per group, as verl's GRPO) or "none"
-        "scale_rewards": "group",
+        # advantage scaling: "none" (r - group mean, as the recipe's Dr. GRPO: class weights act),
+        # "group" (divide by the group's std: cancels class weights) or "batch"
+        "scale_rewards": "none",
     },
     # reward kwargs; null: the rationanomaly_grpo recipe's reward.custom_reward_function.reward_kwargs
     "reward": None,
@@ -156,9 +154,29 @@ def recipe_reward_kwargs(recipe_yaml: Path = GRPO_RECIPE) -> dict[str, Any]:
     """
     data = yaml.safe_load(recipe_yaml.read_text(encoding="utf-8")) or {}
     kwargs = ((data.get("reward") or {}).get("custom_reward_function") or {}).get("reward_kwargs")
-    # Keys that only make sense with a verl-side partner (abnormal_offset pairs with the
-    # grpo_class_weighted estimator, which TRL does not have) are left out.
-    return {k: v for k, v in (kwargs or {}).items() if k not in VERL_ONLY_REWARD_KWARGS}
+    return dict(kwargs or {})
+
+
+def check_grpo_class_weights(cfg: Mapping[str, Any]) -> None:
+    """Refuse class weights that TRL's per-group std scaling would cancel.
+
+    Raises:
+        LocalConfigError: ``reward.class_weights`` differ while ``grpo.scale_rewards`` is ``group``.
+
+    >>> cfg = {"reward": {"class_weights": {"abnormal": 2}}, "grpo": {"scale_rewards": "none"}}
+    >>> check_grpo_class_weights(cfg)
+    """
+    from reward.class_weights import is_weighted, parse_class_weights
+
+    try:
+        weights = parse_class_weights((cfg.get("reward") or {}).get("class_weights"))
+    except ValueError as err:
+        raise LocalConfigError(f"reward.{err}") from err
+    if is_weighted(weights) and cfg["grpo"]["scale_rewards"] == "group":
+        raise LocalConfigError(
+            f"reward.class_weights {weights} cancel under grpo.scale_rewards=group (per-group std); "
+            "set grpo.scale_rewards=none or drop the class weights"
+        )
 
 
 def build_config(mode: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -195,6 +213,8 @@ def build_config(mode: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
         node[parts[-1]] = value
     if not cfg["model"]["path"]:
         raise LocalConfigError("set the model: model=PATH (a Hugging Face model folder)")
+    if mode == "grpo":
+        check_grpo_class_weights(cfg)
     return cfg
 
 

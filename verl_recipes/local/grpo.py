@@ -2,8 +2,8 @@
 
 Same data (``data.train_files``: the RLHF parquet from ``logdata prepare``), same reward kwargs as
 the ``rationanomaly_grpo`` recipe (through ``reward.trl_adapter.make_trl_reward_funcs``), same
-group-normalised advantages (TRL's ``scale_rewards="group"``). The class-weighted estimator is
-verl-only; here every group counts the same. Metrics, including each reward component
+advantages as the recipe's Dr. GRPO (TRL's ``scale_rewards="none"``: reward minus the group mean),
+so the reward's ``class_weights`` act here too. Metrics, including each reward component
 (``logrl/<component>``), go to ``<output_dir>/metrics.jsonl``; the final model (safetensors,
 tokenizer, chat template) to ``<output_dir>/final``.
 """

