@@ -96,7 +96,9 @@ if [[ $CPU -eq 1 ]]; then
   done <<< "$CPU_ENV_TEXT"
   KIND_LINE="$(kind_line)"
   read -r KIND RUNNER MODULE _ <<< "$KIND_LINE"
-  OVERLAY_TEXT="$("$PY" -m verl_recipes.cpu overrides "$KIND" --ranks "$CPU_RANKS")"
+  ATTACH=()  # attaching to a running Ray cluster: its raylets declare the resources
+  if [[ -n "${RAY_ADDRESS:-}" ]]; then ATTACH=(--attach); fi
+  OVERLAY_TEXT="$("$PY" -m verl_recipes.cpu overrides "$KIND" --ranks "$CPU_RANKS" ${ATTACH[@]+"${ATTACH[@]}"})"
   mapfile -t OVERLAY <<< "$OVERLAY_TEXT"
   OVERRIDES=(${OVERLAY[@]+"${OVERLAY[@]}"} ${OVERRIDES[@]+"${OVERRIDES[@]}"})
 fi

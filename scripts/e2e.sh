@@ -12,7 +12,8 @@
 # eval/metrics.json, timings.tsv, logs/. Every stage has a hard timeout: a crashed vLLM worker can
 # leave verl waiting forever.
 # Knobs: E2E_DIR, E2E_SEED, E2E_LINES, E2E_RANKS (FSDP ranks), E2E_SFT_EPOCHS, E2E_SFT_LR,
-# E2E_GRPO_STEPS, E2E_GRPO_LR, E2E_STAGE_TIMEOUT (seconds).
+# E2E_GRPO_STEPS, E2E_GRPO_LR, E2E_STAGE_TIMEOUT (seconds), E2E_MULTINODE (0 skips the
+# multi-node stage: scripts/e2e_multinode.sh, GRPO through RAY_ADDRESS on 2 local raylets).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +31,7 @@ SFT_LR="${E2E_SFT_LR:-5.0e-3}"
 GRPO_STEPS="${E2E_GRPO_STEPS:-3}"    # GRPO steps: 4 prompts x 4 rollouts each
 GRPO_LR="${E2E_GRPO_LR:-1.0e-4}"
 STAGE_TIMEOUT="${E2E_STAGE_TIMEOUT:-600}"   # seconds per stage
+MULTINODE="${E2E_MULTINODE:-1}"      # 1: also GRPO on a local 2-raylet Ray cluster (about 2 minutes)
 rm -rf "$E2E"
 mkdir -p "$E2E/logs"
 TIMES="$E2E/timings.tsv"
@@ -86,5 +88,9 @@ stage predict   env VLLM_CPU_KVCACHE_SPACE=1 VLLM_CPU_OMP_THREADS_BIND=nobind \
                   --temperature 0 --seed "$SEED" --max_model_len 1024 --overwrite
 stage evaluate  "$PY" "$ROOT/validation/model_evaluate.py" --predictions "$E2E/predictions.parquet" \
                   --out "$E2E/eval"
+# the multi-node launch path: RAY_ADDRESS to a private 2-raylet cluster, trainer.nnodes=2
+if [[ "$MULTINODE" == "1" ]]; then
+  stage multinode bash "$ROOT/scripts/e2e_multinode.sh" "$E2E"
+fi
 
 "$PY" "$ROOT/scripts/e2e_report.py" "$E2E"

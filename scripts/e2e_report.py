@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 SCORE_KEYS = ("critic/score/mean", "critic/score/min", "critic/score/max")
+# Ray class name of verl's colocated actor/ref workers (one per FSDP rank)
+FSDP_WORKER_CLASS = "create_colocated_worker_cls.<locals>.WorkerDict"
 
 
 def read_steps(path: Path) -> list[dict[str, Any]]:
@@ -72,6 +74,19 @@ def render(e2e: Path) -> tuple[str, bool]:
     if validation:
         lines += ["", "== Validation after the last step (verl) =="]
         lines += [f"  {key}: {value:.4f}" for key, value in sorted(validation.items())]
+
+    multinode = e2e / "multinode"
+    if (multinode / "grpo_metrics.jsonl").is_file():
+        placement = json.loads((multinode / "placement.json").read_text(encoding="utf-8"))
+        workers = placement["actor_nodes"].get(FSDP_WORKER_CLASS, [])
+        lines += ["", f"== Multi-node: RAY_ADDRESS, trainer.nnodes=2, {placement['nodes']} raylets; "
+                  f"FSDP workers on {len(workers)} distinct nodes =="]
+        for row in read_steps(multinode / "grpo_metrics.jsonl"):
+            data = row["data"]
+            ok = low - 1e-6 <= data["critic/score/mean"] <= high + 1e-6
+            inside &= ok
+            lines.append(f"  {row['step']:>4}" + "".join(f"{data[k]:>10.3f}" for k in SCORE_KEYS)
+                         + ("" if ok else "  OUT OF BOUNDS"))
 
     metrics = json.loads((e2e / "eval" / "metrics.json").read_text(encoding="utf-8"))
     overall = metrics["template"]["overall"]

@@ -79,3 +79,20 @@ def test_report_shows_stage_times_steps_and_metrics(e2e_run: Path) -> None:
     for stage in ("sft", "grpo", "predict", "evaluate"):
         assert f"  {stage} " in report
     assert "GRPO reward per step" in report and "OUT OF BOUNDS" not in report
+    assert "FSDP workers on 2 distinct nodes" in report
+
+
+def test_multinode_grpo_through_ray_address_places_one_rank_per_node(e2e_run: Path) -> None:
+    """scripts/e2e_multinode.sh: 2 raylets, RAY_ADDRESS, trainer.nnodes=2 x 1 rank each."""
+    multinode = e2e_run / "multinode"
+    placement = json.loads((multinode / "placement.json").read_text())
+    assert placement["nodes"] == 2
+    workers = placement["actor_nodes"]["create_colocated_worker_cls.<locals>.WorkerDict"]
+    assert len(workers) == 2  # the two FSDP ranks ran on different raylets
+    steps = _steps(multinode)
+    assert [r["step"] for r in steps] == [1, 2]
+    for row in steps:
+        assert SCORE_LOW <= row["data"]["critic/score/mean"] <= SCORE_HIGH
+    actor = multinode / "grpo_ckpt" / "global_step_2" / "actor"
+    assert sorted(p.name for p in actor.glob("model_world_size_*_rank_*.pt")) == [
+        "model_world_size_2_rank_0.pt", "model_world_size_2_rank_1.pt"]

@@ -68,7 +68,12 @@ PPO_OVERLAY: dict[str, str] = {
     "data.dataloader_num_workers": "0",
     # TransferQueue: one storage unit (eight would wait on actors that never get a core)
     "transfer_queue.backend.SimpleStorage.num_data_storage_units": "1",
-    # Ray: logical CPUs for the actors (they are scheduled, not pinned); no dashboard
+}
+
+# Only when the run starts its own Ray (no RAY_ADDRESS): Ray refuses resource settings when it
+# attaches to a running cluster, whose raylets declare theirs (`ray start --num-cpus --num-gpus`).
+LOCAL_RAY_OVERLAY: dict[str, str] = {
+    # logical CPUs for the actors (they are scheduled, not pinned)
     "ray_kwargs.ray_init.num_cpus": "16",
     "ray_kwargs.ray_init.include_dashboard": "false",
 }
@@ -92,12 +97,14 @@ def cpu_env() -> dict[str, str]:
     return dict(CPU_ENV)
 
 
-def cpu_overrides(kind: str, ranks: int = 1) -> list[str]:
+def cpu_overrides(kind: str, ranks: int = 1, attach: bool = False) -> list[str]:
     """Hydra overrides that make a recipe of trainer ``kind`` run on ``ranks`` CPU processes.
 
     Args:
         kind: ``ppo`` (``main_ppo`` recipes) or ``sft`` (``sft_trainer`` recipes).
-        ranks: Training processes (FSDP ranks) on this machine; each is one fake Ray "GPU".
+        ranks: Training processes (FSDP ranks) per node; each is one logical Ray "GPU".
+        attach: The run attaches to a running Ray cluster (``RAY_ADDRESS``): leave Ray's resources
+            to the cluster's raylets (start each with ``ray start --num-gpus=RANKS``).
 
     Returns:
         ``++key=value`` overrides, the rank count and the environment of Ray's workers included.
@@ -115,9 +122,11 @@ def cpu_overrides(kind: str, ranks: int = 1) -> list[str]:
     out = [f"++{key}={value}" for key, value in OVERLAYS[kind].items()]
     out.append(f"++trainer.n_gpus_per_node={ranks}")
     out.append("++trainer.nnodes=1")
-    if kind == "ppo":
+    if kind == "ppo" and not attach:
+        out += [f"++{key}={value}" for key, value in LOCAL_RAY_OVERLAY.items()]
         # the platform's Ray resource is GPU: register one logical GPU per rank for placement groups
         out.append(f"++ray_kwargs.ray_init.num_gpus={ranks}")
+    if kind == "ppo":
         for key, value in cpu_env().items():
             # quoted: values such as "a,b" would otherwise parse as lists
             out.append(f"++ray_kwargs.ray_init.runtime_env.env_vars.{key}='{value}'")
@@ -129,7 +138,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", required=True)
     over = sub.add_parser("overrides", help="print the CPU overlay, one Hydra override per line")
     over.add_argument("kind", choices=sorted(OVERLAYS), help="trainer kind of the recipe")
-    over.add_argument("--ranks", type=int, default=1, help="CPU training processes (default: 1)")
+    over.add_argument("--ranks", type=int, default=1, help="CPU training processes per node (default: 1)")
+    over.add_argument(
+        "--attach", action="store_true", help="the run attaches to a running Ray cluster (RAY_ADDRESS)"
+    )
     sub.add_parser("env", help="print the environment of a CPU run as KEY=VALUE lines")
     return parser.parse_args(argv)
 
@@ -141,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines = [f"{key}={value}" for key, value in cpu_env().items()]
     else:
         try:
-            lines = cpu_overrides(args.kind, args.ranks)
+            lines = cpu_overrides(args.kind, args.ranks, attach=args.attach)
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
