@@ -40,6 +40,10 @@ TIMES="$E2E/timings.tsv"
 STAGE_PREFIX=e2e STAGE_LOGS="$E2E/logs" STAGE_TIMES="$TIMES"
 # shellcheck source=scripts/stage.sh
 source "$ROOT/scripts/stage.sh"
+# The GRPO run starts Ray with this private temp dir, so whatever it leaves behind (a timed-out
+# stage leaves Ray workers and vLLM engines running) is killed on exit, and nothing else.
+RAY_TMP="$(mktemp -d /tmp/lrlXXXXXX)"  # short: Ray's socket paths are length-limited
+trap 'kill_ray_processes "$RAY_TMP"; rm -rf "$RAY_TMP"' EXIT
 
 DATA="$E2E/data"
 stage logs      "$PY" -m logdata synthetic --out "$E2E/raw.log" --lines "$LINES" --seed "$SEED" \
@@ -68,6 +72,7 @@ stage grpo      env VERL_FILE_LOGGER_PATH="$E2E/grpo_metrics.jsonl" \
                   data.train_files="$DATA/train.parquet" data.val_files="$DATA/val.parquet" \
                   trainer.default_local_dir="$E2E/grpo_ckpt" trainer.experiment_name=e2e_grpo \
                   "++ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH='$E2E/grpo_metrics.jsonl'" \
+                  "++ray_kwargs.ray_init._temp_dir='$RAY_TMP'" \
                   actor_rollout_ref.model.enable_gradient_checkpointing=false \
                   data.train_batch_size=4 actor_rollout_ref.rollout.n=4 \
                   actor_rollout_ref.actor.ppo_mini_batch_size=2 \

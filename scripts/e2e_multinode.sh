@@ -33,16 +33,9 @@ RAY_AUTH_TOKEN="$("$PY" -c 'import secrets; print(secrets.token_hex(32))')"
 export RAY_AUTH_TOKEN
 RAY="$(dirname "$PY")/ray"
 
-stop_cluster() {  # the raylets, GCS and monitor carry RAY_TMP in their arguments; agents and workers are their children
-  local pids child
-  pids="$(pgrep -f -- "$RAY_TMP" || true)"
-  for pid in $pids; do
-    for child in $(pgrep -P "$pid" || true); do pids="$pids $child"; done
-  done
-  # shellcheck disable=SC2086
-  [[ -n "${pids// }" ]] && kill -9 $pids 2>/dev/null || true
-  rm -rf "$RAY_TMP"
-}
+# shellcheck source=scripts/stage.sh
+source "$ROOT/scripts/stage.sh"
+stop_cluster() { kill_ray_processes "$RAY_TMP"; rm -rf "$RAY_TMP"; }
 trap stop_cluster EXIT
 
 NODE_ARGS=(--num-cpus=8 --num-gpus=1 --disable-usage-stats)

@@ -25,3 +25,17 @@ stage() {
   printf '%s\t%s\n' "$name" "$secs" >> "$STAGE_TIMES"
   echo "done in ${secs}s"
 }
+
+# kill_ray_processes DIR: kill -9 every process whose command line names DIR (a private Ray temp
+# dir: GCS, raylets, monitor) and all their descendants (Ray workers, vLLM engine processes). For
+# runs that start Ray with their own temp dir; never touches another Ray instance on the machine.
+kill_ray_processes() {
+  local dir="$1" i=0
+  local -a pids=()
+  mapfile -t pids < <(pgrep -f -- "$dir" || true)
+  while (( i < ${#pids[@]} )); do  # breadth-first over the process tree
+    mapfile -t -O "${#pids[@]}" pids < <(pgrep -P "${pids[i]}" || true)
+    i=$((i + 1))
+  done
+  if (( ${#pids[@]} )); then kill -9 "${pids[@]}" 2>/dev/null || true; fi
+}
