@@ -40,6 +40,8 @@ TIMES="$E2E/timings.tsv"
 STAGE_PREFIX=e2e STAGE_LOGS="$E2E/logs" STAGE_TIMES="$TIMES"
 # shellcheck source=scripts/stage.sh
 source "$ROOT/scripts/stage.sh"
+# shellcheck source=scripts/e2e_settings.sh
+source "$ROOT/scripts/e2e_settings.sh"
 # The GRPO run starts Ray with this private temp dir, so whatever it leaves behind (a timed-out
 # stage leaves Ray workers and vLLM engines running) is killed on exit, and nothing else.
 RAY_TMP="$(mktemp -d /tmp/lrlXXXXXX)"  # short: Ray's socket paths are length-limited
@@ -72,20 +74,10 @@ stage grpo      env VERL_FILE_LOGGER_PATH="$E2E/grpo_metrics.jsonl" \
                   data.train_files="$DATA/train.parquet" data.val_files="$DATA/val.parquet" \
                   trainer.default_local_dir="$E2E/grpo_ckpt" trainer.experiment_name=e2e_grpo \
                   "++ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH='$E2E/grpo_metrics.jsonl'" \
-                  "++ray_kwargs.ray_init._temp_dir='$RAY_TMP'" \
-                  actor_rollout_ref.model.enable_gradient_checkpointing=false \
-                  data.train_batch_size=4 actor_rollout_ref.rollout.n=4 \
-                  actor_rollout_ref.actor.ppo_mini_batch_size=2 \
-                  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4 \
-                  actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8 \
-                  actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8 \
-                  data.max_prompt_length=512 data.max_response_length=96 \
-                  actor_rollout_ref.rollout.max_model_len=1024 \
-                  actor_rollout_ref.rollout.max_num_batched_tokens=2048 \
+                  "++ray_kwargs.ray_init._temp_dir='$RAY_TMP'" "${E2E_GRPO_SHAPE[@]}" \
                   actor_rollout_ref.actor.optim.lr="$GRPO_LR" data.seed="$SEED" \
                   trainer.total_training_steps="$GRPO_STEPS" trainer.save_freq="$GRPO_STEPS" \
-                  trainer.test_freq="$GRPO_STEPS" trainer.val_before_train=false \
-                  trainer.logger=[console,file]
+                  trainer.test_freq="$GRPO_STEPS"
 stage export    bash "$ROOT/model_export.sh" "$E2E/grpo_ckpt" "$E2E/model"
 stage predict   env VLLM_CPU_KVCACHE_SPACE=1 VLLM_CPU_OMP_THREADS_BIND=nobind \
                   "$PY" "$ROOT/validation/model_predict.py" --backend vllm --model "$E2E/model" \

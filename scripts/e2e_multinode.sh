@@ -35,6 +35,8 @@ RAY="$(dirname "$PY")/ray"
 
 # shellcheck source=scripts/stage.sh
 source "$ROOT/scripts/stage.sh"
+# shellcheck source=scripts/e2e_settings.sh
+source "$ROOT/scripts/e2e_settings.sh"
 stop_cluster() { kill_ray_processes "$RAY_TMP"; rm -rf "$RAY_TMP"; }
 trap stop_cluster EXIT
 
@@ -52,15 +54,9 @@ RAY_ADDRESS="127.0.0.1:$PORT" VERL_FILE_LOGGER_PATH="$OUT/grpo_metrics.jsonl" \
   data.train_files="$E2E/data/train.parquet" data.val_files="$E2E/data/val.parquet" \
   trainer.default_local_dir="$OUT/grpo_ckpt" trainer.experiment_name=e2e_multinode \
   "++ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH='$OUT/grpo_metrics.jsonl'" \
-  actor_rollout_ref.model.enable_gradient_checkpointing=false \
-  data.train_batch_size=4 actor_rollout_ref.rollout.n=4 actor_rollout_ref.actor.ppo_mini_batch_size=2 \
-  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4 \
-  actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8 \
-  actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8 \
-  data.max_prompt_length=512 data.max_response_length=96 actor_rollout_ref.rollout.max_model_len=1024 \
-  actor_rollout_ref.rollout.max_num_batched_tokens=2048 \
+  "${E2E_GRPO_SHAPE[@]}" \
   trainer.total_training_steps="$STEPS" trainer.save_freq="$STEPS" trainer.test_freq=-1 \
-  trainer.val_before_train=false trainer.logger=[console,file] > "$OUT/grpo.log" 2>&1
+  > "$OUT/grpo.log" 2>&1
 # Where Ray placed verl's training workers (the actor/ref FSDP ranks): one per raylet expected.
 "$PY" - "http://127.0.0.1:$DASHBOARD_PORT" > "$OUT/placement.json" <<'PYEOF'
 import json, sys

@@ -47,6 +47,20 @@ def reward_bounds() -> tuple[float, float]:
     return composite.low, composite.high
 
 
+def step_rows(steps: list[dict[str, Any]], low: float, high: float) -> tuple[list[str], bool]:
+    """One line per logged step (score mean/min/max, step seconds); and whether all means are in bounds."""
+    lines, inside = [], True
+    for row in steps:
+        data = row["data"]
+        ok = low - 1e-6 <= data["critic/score/mean"] <= high + 1e-6
+        inside &= ok
+        lines.append(
+            f"  {row['step']:>4}" + "".join(f"{data[k]:>10.3f}" for k in SCORE_KEYS)
+            + f"{data.get('timing_s/step', float('nan')):>9.1f}" + ("" if ok else "  OUT OF BOUNDS")
+        )
+    return lines, inside
+
+
 def render(e2e: Path) -> tuple[str, bool]:
     """Return the report text and whether every logged score lies inside the reward's bounds."""
     lines = ["== Stage times (s) =="]
@@ -59,17 +73,11 @@ def render(e2e: Path) -> tuple[str, bool]:
 
     low, high = reward_bounds()
     steps = read_steps(e2e / "grpo_metrics.jsonl")
-    inside = bool(steps)
     lines += ["", f"== GRPO reward per step (verl's own log; reward bounds [{low:.2f}, {high:.2f}]) =="]
     lines.append(f"  {'step':>4}" + "".join(f"{k.split('/')[-1]:>10}" for k in SCORE_KEYS) + f"{'step s':>9}")
-    for row in steps:
-        data = row["data"]
-        ok = low - 1e-6 <= data["critic/score/mean"] <= high + 1e-6
-        inside &= ok
-        lines.append(
-            f"  {row['step']:>4}" + "".join(f"{data[k]:>10.3f}" for k in SCORE_KEYS)
-            + f"{data.get('timing_s/step', float('nan')):>9.1f}" + ("" if ok else "  OUT OF BOUNDS")
-        )
+    rows, inside = step_rows(steps, low, high)
+    lines += rows
+    inside &= bool(steps)
     validation = read_validation(e2e / "grpo_metrics.jsonl")
     if validation:
         lines += ["", "== Validation after the last step (verl) =="]
@@ -81,12 +89,9 @@ def render(e2e: Path) -> tuple[str, bool]:
         workers = placement["actor_nodes"].get(FSDP_WORKER_CLASS, [])
         lines += ["", f"== Multi-node: RAY_ADDRESS, trainer.nnodes=2, {placement['nodes']} raylets; "
                   f"FSDP workers on {len(workers)} distinct nodes =="]
-        for row in read_steps(multinode / "grpo_metrics.jsonl"):
-            data = row["data"]
-            ok = low - 1e-6 <= data["critic/score/mean"] <= high + 1e-6
-            inside &= ok
-            lines.append(f"  {row['step']:>4}" + "".join(f"{data[k]:>10.3f}" for k in SCORE_KEYS)
-                         + ("" if ok else "  OUT OF BOUNDS"))
+        rows, multinode_inside = step_rows(read_steps(multinode / "grpo_metrics.jsonl"), low, high)
+        lines += rows
+        inside &= multinode_inside
 
     metrics = json.loads((e2e / "eval" / "metrics.json").read_text(encoding="utf-8"))
     overall = metrics["template"]["overall"]

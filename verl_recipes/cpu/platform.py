@@ -41,11 +41,11 @@ import torch
 from verl.plugin.platform.platform_base import PlatformBase
 from verl.plugin.platform.platform_manager import PlatformRegistry
 
-from verl_recipes.cpu import CPU_ENV, PLATFORM_NAME, TESTED_WITH
+from verl_recipes.cpu import PLATFORM_NAME, TESTED_WITH
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CPU_ENV", "PlatformCPU", "activate", "check_versions"]
+__all__ = ["PlatformCPU", "activate", "check_versions"]
 
 
 def installed_version(distribution: str) -> str | None:
