@@ -33,7 +33,7 @@ import torch
 
 from logdata.keyseq_model import build_keyseq_model
 from logdata.keyseq_vocab import KeyVocab
-from validation.keyseq_detect import cap_k, loop_ranks, score_chunks
+from validation.keyseq_detect import cap_k, loop_ranks, n_real_keys, score_chunks
 
 
 def main() -> int:
@@ -57,7 +57,7 @@ def main() -> int:
     model, tok = build_keyseq_model(vocab, args.arch, context=max(64, args.length + 2),
                                     seed=args.seed)
     model.to(args.device).eval()
-    k = cap_k(args.k, len(vocab))
+    k = cap_k(args.k, n_real_keys(tok))
     rng = np.random.default_rng(args.seed)
     seqs = [[tok.bos_token_id, *rng.integers(4, len(vocab), size=args.length).tolist()]
             for _ in range(args.sequences)]

@@ -117,11 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from reward import compute_score
-    from reward.presets import SCORE_BOUNDS
-    from reward.scorer import get_composite
+    from reward.presets import PRESETS
+    from reward.scorer import get_composite, score_bounds
 
     rng = random.Random(args.seed)
-    presets = sorted(SCORE_BOUNDS)
+    presets = sorted(PRESETS)
     errors: Counter[str] = Counter()
     preds: Counter[str] = Counter()
     start = time.perf_counter()
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # the point of the run: count, never stop
             errors[f"{type(exc).__name__}: {exc}"[:120]] += 1
             continue
-        low, high = SCORE_BOUNDS[preset]
+        low, high = score_bounds({"preset": preset})
         keys = get_composite({"preset": preset}).keys
         if not (math.isfinite(result["score"]) and low - 1e-9 <= result["score"] <= high + 1e-9):
             errors[f"score out of bounds for {preset}"] += 1

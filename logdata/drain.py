@@ -71,14 +71,15 @@ class Drain:
     """The Drain prefix tree and its clusters.
 
     Args:
-        depth: tree depth; the first ``depth - 2`` tokens route a line.
+        depth: tree depth (>= 2); the first ``depth - 2`` tokens route a line (2: lines are
+            routed by token count only, LogGPT's Thunderbird setting).
         similarity: minimum share of equal tokens for a line to join a cluster.
         max_children: maximum children of an inner node before tokens go to ``<*>``.
     """
 
     def __init__(self, depth: int = 4, similarity: float = 0.5, max_children: int = 100) -> None:
-        if depth < 3:
-            raise LogDataError(f"Drain depth must be at least 3, got {depth}")
+        if depth < 2:
+            raise LogDataError(f"Drain depth must be at least 2, got {depth}")
         self.depth = depth
         self.similarity = similarity
         self.max_children = max_children

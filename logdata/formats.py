@@ -18,7 +18,7 @@ back-references), which :func:`check_masks` verifies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -46,7 +46,8 @@ class DatasetFormat:
         timestamp: how to build epoch seconds: ``epoch`` (group ``timestamp`` holds seconds),
             ``yymmdd_hhmmss`` (groups ``date`` and ``time``, HDFS) or ``none``.
         masks: ``(regex, replacement)`` pairs applied to the content before mining.
-        depth: Drain tree depth (number of token levels is ``depth - 2``).
+        depth: Drain tree depth (number of token levels is ``depth - 2``; 2 routes by token
+            count only).
         similarity: Drain similarity threshold.
         max_children: Drain's cap on children per inner node.
         window: default session windowing, ``fixed``, ``time`` or ``block``.
@@ -127,6 +128,38 @@ FORMATS: dict[str, DatasetFormat] = {
         csv_fields={"Node": "node", "Component": "component", "Level": "level"},
     ),
 }
+
+#: LogGPT's Drain ``(depth, similarity)`` per dataset (github.com/nokia/LogGPT
+#: ``utils/preprocessing.py``). BGL and HDFS equal our defaults; Thunderbird differs: depth 2
+#: (lines routed by token count only) and similarity 0.3. Our Thunderbird default stays loghub's
+#: Drain benchmark setting (4 / 0.5, logpai/logparser ``Drain/benchmark.py``);
+#: ``parse --drain-preset loggpt`` applies these.
+LOGGPT_DRAIN: dict[str, tuple[int, float]] = {
+    "bgl": (4, 0.5), "hdfs": (4, 0.5), "thunderbird": (2, 0.3),
+}
+#: Names accepted by :func:`with_drain_preset`.
+DRAIN_PRESETS: tuple[str, ...] = ("default", "loggpt")
+
+
+def with_drain_preset(fmt: DatasetFormat, preset: str) -> DatasetFormat:
+    """``fmt`` with the Drain depth and similarity of ``preset``.
+
+    ``default`` keeps the format's own settings; ``loggpt`` takes :data:`LOGGPT_DRAIN` (a dataset
+    LogGPT does not parse keeps its own settings).
+
+    Raises:
+        LogDataError: for an unknown preset.
+
+    >>> with_drain_preset(FORMATS["thunderbird"], "loggpt").depth
+    2
+    """
+    if preset not in DRAIN_PRESETS:
+        raise LogDataError(f"unknown Drain preset {preset!r}; choose one of {DRAIN_PRESETS}")
+    if preset == "default" or fmt.name not in LOGGPT_DRAIN:
+        return fmt
+    depth, similarity = LOGGPT_DRAIN[fmt.name]
+    return replace(fmt, depth=depth, similarity=similarity)
+
 
 #: Optional header fields copied into structured.parquet when a format captures them.
 OPTIONAL_FIELDS: tuple[str, ...] = ("node", "component", "level")

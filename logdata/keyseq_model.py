@@ -12,7 +12,7 @@ Architectures live in one table, :data:`ARCHITECTURES`:
 ==============  ===========================================================================
 name            model
 ==============  ===========================================================================
-loggpt          LogGPT's GPT-2 (6 layers, 6 heads, width 60), trained from scratch
+loggpt          LogGPT's GPT-2 (6 layers, 6 heads, width 60, 512 positions), from scratch
 gpt_neo_tiny    a 2-layer GPT-Neo of width 64 for tests and CPU smoke runs
 gpt_neo_1.3b    LogNEO's GPT-Neo 1.3B shape (24 layers, width 2048, 16 heads), for clusters only
 ==============  ===========================================================================
@@ -31,6 +31,9 @@ from logdata.errors import LogDataError
 from logdata.keyseq_vocab import BOS, EOS, PAD, UNK, KeyVocab
 
 logger = logging.getLogger(__name__)
+
+#: LogGPT's context (``max_lens``): GPT-2 positions and the longest sequence it keeps.
+LOGGPT_CONTEXT = 512
 
 #: Renders ``[{"role": "user", "content": "E1 E2"}]`` as ``<bos>E1 E2``: no role markers, the same
 #: text the model saw in pretraining.
@@ -80,7 +83,8 @@ def _gpt_neo(hidden: int, layers: int, heads: int, window: int) -> Callable[...,
 
 #: name → (config factory(vocab_size, context, special ids), default context, note)
 ARCHITECTURES: dict[str, tuple[Callable[..., Any], int, str]] = {
-    "loggpt": (_loggpt, 1024, "GPT-2 6 layers / 6 heads / width 60 (LogGPT)"),
+    # LogGPT: n_positions = max_lens = 512 (args/*_config.py, model/initGPT.py)
+    "loggpt": (_loggpt, LOGGPT_CONTEXT, "GPT-2 6 layers / 6 heads / width 60 / 512 positions"),
     "gpt_neo_tiny": (_gpt_neo(64, 2, 4, 256), 1024, "GPT-Neo 2 layers / width 64 (tests)"),
     "gpt_neo_1.3b": (_gpt_neo(2048, 24, 16, 256), 2048, "GPT-Neo 1.3B shape (LogNEO, clusters)"),
 }

@@ -21,6 +21,7 @@ still shows up as an unusual key rather than vanishing.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -48,12 +49,16 @@ class WindowSpec:
         size: Window length (seconds for ``time``, lines for ``count``; unused for ``block``).
         step: Window step (same unit as ``size``).
         min_events: Sequences with fewer keys are dropped (LogGPT drops one-event windows: 2).
+        grid: Time windows only, one of :data:`TIME_GRIDS`: ``loggpt`` (LogGPT's grid, see
+            :func:`loggpt_time_grid`) or ``half_open`` (``[t0 + k*step, t0 + k*step + size)`` on
+            the raw timestamps); None leaves the choice to the protocol (``logdata sequences``).
     """
 
     kind: str = "time"
     size: float = 60.0
     step: float = 30.0
     min_events: int = 2
+    grid: str | None = None
 
 
 def _keys_and_labels(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -107,18 +112,55 @@ def _from_bounds(
     return _frame(rows)
 
 
-def time_windows(frame: pd.DataFrame, size: float, step: float, min_events: int = 2) -> pd.DataFrame:
-    """Cut the log into sliding time windows ``[t0 + k*step, t0 + k*step + size)``.
+def loggpt_time_grid(times: np.ndarray, size: float, step: float
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LogGPT's time windows over sorted ``times`` (its ``utils/utils.py`` ``sliding_window``).
 
-    The window grid is :func:`logdata.windows.time_window_grid`'s (the data stage's session
-    windows); empty windows are never built, and windows with fewer than ``min_events`` keys are
-    dropped. Lines without a timestamp are skipped (with a warning).
+    Timestamps are floored to whole seconds; window ``k`` holds the lines with
+    ``t0 + k*step <= t <= t0 + k*step + size`` (closed at both ends), and windows start while
+    ``t0 + k*step`` is before the last timestamp. Empty windows are not returned.
+
+    Returns:
+        ``(k, starts, ends)``: each non-empty window's grid index and its half-open row range.
+
+    >>> [a.tolist() for a in loggpt_time_grid(np.array([0.5, 5.0, 10.9, 12.0]), 5.0, 5.0)]
+    [[0, 1, 2], [0, 1, 2], [2, 3, 4]]
+    """
+    ts = np.floor(np.asarray(times, dtype=np.float64))
+    if len(ts) == 0 or ts[-1] <= ts[0]:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    grid = np.arange(math.ceil((ts[-1] - ts[0]) / step), dtype=np.int64)
+    origins = ts[0] + step * grid.astype(np.float64)
+    starts = np.searchsorted(ts, origins, side="left").astype(np.int64)
+    ends = np.searchsorted(ts, origins + size, side="right").astype(np.int64)
+    keep = ends > starts
+    return grid[keep], starts[keep], ends[keep]
+
+
+#: Time-window grids: name → ``(timestamps, size, step) -> (k, starts, ends)``.
+TIME_GRIDS: dict[str, Callable[[np.ndarray, float, float],
+                               tuple[np.ndarray, np.ndarray, np.ndarray]]] = {
+    "loggpt": loggpt_time_grid,
+    "half_open": windows.time_window_grid,
+}
+
+
+def time_windows(frame: pd.DataFrame, size: float, step: float, min_events: int = 2,
+                 grid: str = "half_open") -> pd.DataFrame:
+    """Cut the log into sliding time windows.
+
+    With ``grid="half_open"`` window ``k`` is ``[t0 + k*step, t0 + k*step + size)``, the grid of
+    :func:`logdata.windows.time_window_grid` (the data stage's session windows); with
+    ``grid="loggpt"`` it is LogGPT's (:func:`loggpt_time_grid`). Empty windows are never built,
+    and windows with fewer than ``min_events`` keys are dropped. Lines without a timestamp are
+    skipped (with a warning).
 
     Args:
         frame: Structured log with ``timestamp``, ``event_id`` and ``label``.
         size: Window length in seconds (> 0).
         step: Window step in seconds (> 0).
         min_events: Minimum keys per window.
+        grid: A key of :data:`TIME_GRIDS`.
 
     Returns:
         The sequence frame (see the module docstring), ordered by window start.
@@ -133,6 +175,8 @@ def time_windows(frame: pd.DataFrame, size: float, step: float, min_events: int 
     """
     if size <= 0 or step <= 0:
         raise LogDataError(f"window size and step must be positive (got {size}, {step})")
+    if grid not in TIME_GRIDS:
+        raise LogDataError(f"unknown time grid {grid!r}; choose from {sorted(TIME_GRIDS)}")
     if "timestamp" not in frame.columns:
         raise LogDataError("time windows need a 'timestamp' column; use --window count")
     timed = frame[frame["timestamp"].notna()]
@@ -146,8 +190,8 @@ def time_windows(frame: pd.DataFrame, size: float, step: float, min_events: int 
         timed = timed.sort_values("timestamp", kind="stable")
     keys, abnormal = _keys_and_labels(timed)
     times = timed["timestamp"].to_numpy(dtype=np.float64)
-    grid, starts, ends = windows.time_window_grid(times, size, step)
-    ids = [f"time-{k}" for k in grid]
+    cells, starts, ends = TIME_GRIDS[grid](times, size, step)
+    ids = [f"time-{k}" for k in cells]
     return _from_bounds(keys, abnormal, starts, ends, ids, times[np.minimum(starts, len(times) - 1)],
                         min_events)
 
@@ -239,7 +283,7 @@ def block_sessions(frame: pd.DataFrame, min_events: int = 1) -> pd.DataFrame:
 
 WINDOWERS: dict[str, Callable[[pd.DataFrame, WindowSpec], pd.DataFrame]] = {
     "block": lambda f, s: block_sessions(f, s.min_events),
-    "time": lambda f, s: time_windows(f, s.size, s.step, s.min_events),
+    "time": lambda f, s: time_windows(f, s.size, s.step, s.min_events, s.grid or "half_open"),
     "count": lambda f, s: count_windows(f, int(s.size), int(s.step), s.min_events),
 }
 

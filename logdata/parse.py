@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from logdata.drain import MinerSettings, TemplateMiner, event_id
 from logdata.errors import LogDataError
-from logdata.formats import DatasetFormat, check_masks, get_format
+from logdata.formats import DRAIN_PRESETS, DatasetFormat, check_masks, get_format, with_drain_preset
 from logdata.io import atomic_path, atomic_write_text, scratch_path, sha256_file
 from logdata.readers import ReadStats, iter_raw, iter_structured_csv, load_block_labels
 
@@ -64,6 +64,7 @@ def parse_file(
     templates_in: str | Path | None = None,
     use_csv_templates: bool = True,
     show_progress: bool = True,
+    drain_preset: str = "default",
 ) -> ParseResult:
     """Parse ``input_path`` into ``out_dir/structured.parquet``, templates.csv and templates.json.
 
@@ -75,11 +76,13 @@ def parse_file(
         templates_in: a ``templates.json`` from an earlier run whose ids are reused.
         use_csv_templates: keep a structured CSV's ``EventTemplate`` instead of re-mining.
         show_progress: draw a tqdm bar.
+        drain_preset: ``default`` (the format's Drain settings) or ``loggpt`` (LogGPT's, see
+            :data:`logdata.formats.LOGGPT_DRAIN`).
 
     Raises:
         LogDataError: on unusable input.
     """
-    fmt = get_format(dataset)
+    fmt = with_drain_preset(get_format(dataset), drain_preset)
     check_masks(fmt.masks)
     src = Path(input_path)
     if not src.is_file():
@@ -208,7 +211,7 @@ def add_input_args(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the ``parse`` step from parsed CLI arguments."""
     result = parse_file(args.input, args.dataset, args.out, args.labels, args.templates_in,
-                        not args.reparse, not args.no_progress)
+                        not args.reparse, not args.no_progress, args.drain_preset)
     print(f"parsed {args.input}: {result.stats.summary()}; {result.n_templates} templates "
           f"→ {result.structured}")
     return 0
@@ -218,4 +221,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``parse`` subcommand."""
     parser = subparsers.add_parser("parse", help="raw log → structured.parquet + templates")
     add_input_args(parser)
+    parser.add_argument("--drain-preset", choices=DRAIN_PRESETS, default="default",
+                        help="Drain depth/similarity: the dataset's own (default; Thunderbird 4 / "
+                             "0.5 as in loghub's benchmark) or LogGPT's (Thunderbird 2 / 0.3)")
     parser.set_defaults(func=run)

@@ -16,18 +16,22 @@ Protocols (:data:`PROTOCOLS`):
 
 * ``loggpt`` (LogGPT, arXiv 2309.14482): draw ``n_train`` (default 5,000, capped at what exists)
   random normal sequences with ``seed``; 90/10 train/validation; test = all other normal sequences
-  plus every abnormal one.
+  plus every abnormal one. LogGPT's settings come with it (:data:`PROTOCOL_DEFAULTS`): a 512-token
+  context, sequences that do not fit it left out (before the draw), LogGPT's time-window grid, and
+  the vocabulary built from the whole draw (train + validation).
 * ``chronological``: the first ``train_ratio`` of sequences by start time form the training
   period (its normal sequences, the last ``val_ratio`` of them as validation; its abnormal ones are
   excluded); every later sequence is test. LogLLM (arXiv 2411.08561) shows this moves results more
-  than the model does, so both are offered.
+  than the model does, so both are offered. Context 1,024, long sequences chunked, half-open time
+  windows, vocabulary from ``train`` only.
 
-Long sequences: a sequence with more keys than fit in the model context (``context`` tokens minus
-``<bos>`` and ``<eos>``) is split into consecutive chunks. Every chunk keeps the sequence's
-``sequence_id`` and label and records ``chunk``, ``n_chunks`` and ``offset`` (index of its first
-key in the sequence). Detection aggregates chunks per ``sequence_id``: misses add up, the first miss
-position is the earliest over chunks (``offset`` + position), and the sequence is flagged when its
-total misses exceed the threshold (by default: any chunk with a miss flags the sequence).
+Long sequences (more keys than fit in the model context: ``context`` tokens minus ``<bos>`` and
+``<eos>``) are either dropped (``drop``, LogGPT) or split into consecutive chunks (``chunk``).
+Every chunk keeps the sequence's ``sequence_id`` and label and records ``chunk``, ``n_chunks`` and
+``offset`` (index of its first key in the sequence). Detection aggregates chunks per
+``sequence_id``: misses add up, the first miss position is the earliest over chunks (``offset`` +
+position), and the sequence is flagged when its total misses exceed the threshold (by default: any
+chunk with a miss flags the sequence).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import logging
 import math
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +51,11 @@ import numpy as np
 import pandas as pd
 
 from logdata.errors import LogDataError
+from logdata.formats import LOGGPT_DRAIN
 from logdata.io import atomic_write_parquet, atomic_write_text, read_parquet, sha256_file
+from logdata.keyseq_model import LOGGPT_CONTEXT
 from logdata.keyseq_vocab import UNK, KeyVocab
-from logdata.keyseq_windows import WindowSpec, build_sequences
+from logdata.keyseq_windows import TIME_GRIDS, WindowSpec, build_sequences
 from logdata.schema import REQUIRED_COLUMNS, REWARD_STYLE
 from reward.labels import ABNORMAL, NORMAL
 
@@ -69,6 +75,34 @@ DEFAULT_WINDOWS: dict[str, WindowSpec] = {
     "default": WindowSpec(kind="time", size=60.0, step=30.0, min_events=2),
 }
 KNOWN_SOURCES = ("bgl", "spirit", "thunderbird", "hdfs", "synthetic")
+#: What to do with sequences longer than the context: leave them out, or split them into chunks.
+LONG_SEQUENCES = ("drop", "chunk")
+
+
+@dataclass(frozen=True)
+class ProtocolDefaults:
+    """Settings that come with a protocol unless given explicitly.
+
+    Attributes:
+        context: Model context in tokens.
+        long_sequences: One of :data:`LONG_SEQUENCES`.
+        time_grid: Time-window grid (:data:`logdata.keyseq_windows.TIME_GRIDS`).
+        vocab_splits: Splits whose keys make the vocabulary.
+    """
+
+    context: int
+    long_sequences: str
+    time_grid: str
+    vocab_splits: tuple[str, ...]
+
+
+#: LogGPT (github.com/nokia/LogGPT): ``max_lens`` 512 is the GPT-2 context and windows with more
+#: events are left out (``utils/utils.py`` ``sliding_window``); its grid is ``loggpt_time_grid``;
+#: ``model/initGPT.py`` builds the vocabulary from all drawn normal sequences (train + validation).
+PROTOCOL_DEFAULTS: dict[str, ProtocolDefaults] = {
+    "loggpt": ProtocolDefaults(LOGGPT_CONTEXT, "drop", "loggpt", ("train", "val")),
+    "chronological": ProtocolDefaults(1024, "chunk", "half_open", ("train",)),
+}
 
 
 @dataclass(frozen=True)
@@ -77,9 +111,12 @@ class SequenceConfig:
 
     Attributes:
         data_source: ``bgl``, ``spirit``, ``thunderbird``, ``hdfs`` or ``synthetic``.
-        window: How lines are grouped into sequences.
+        window: How lines are grouped into sequences (a ``None`` time grid: the protocol's).
         protocol: ``loggpt`` or ``chronological``.
-        context: Model context in tokens; chunks hold ``context - 2`` keys.
+        context: Model context in tokens; a sequence holds at most ``context - 2`` keys (None:
+            the protocol's, 512 for ``loggpt``).
+        long_sequences: ``drop`` or ``chunk`` sequences longer than that (None: the protocol's,
+            ``drop`` for ``loggpt``).
         prefix_ratio: Share of a chunk's keys given as the RL prompt.
         seed: Seed of the LogGPT draw.
         n_train: Normal sequences drawn for train+val by the LogGPT protocol.
@@ -90,18 +127,39 @@ class SequenceConfig:
     data_source: str
     window: WindowSpec = field(default_factory=lambda: DEFAULT_WINDOWS["default"])
     protocol: str = "loggpt"
-    context: int = 1024
+    context: int | None = None
+    long_sequences: str | None = None
     prefix_ratio: float = 0.2
     seed: int = 0
     n_train: int = 5000
     val_ratio: float = 0.1
     train_ratio: float = 0.8
 
+    def resolved(self) -> SequenceConfig:
+        """This config with the protocol's defaults in place of the unset (None) fields.
+
+        Raises:
+            LogDataError: On an unknown protocol.
+        """
+        if self.protocol not in PROTOCOL_DEFAULTS:
+            raise LogDataError(f"unknown protocol {self.protocol!r}")
+        defaults = PROTOCOL_DEFAULTS[self.protocol]
+        window = self.window
+        if window.kind == "time" and window.grid is None:
+            window = replace(window, grid=defaults.time_grid)
+        return replace(
+            self, window=window,
+            context=defaults.context if self.context is None else self.context,
+            long_sequences=self.long_sequences or defaults.long_sequences)
+
     def check(self) -> None:
-        """Raise :class:`LogDataError` on an out-of-range parameter."""
+        """Raise :class:`LogDataError` on an out-of-range parameter (of the resolved config)."""
+        config = self.resolved()
         checks = [
-            (self.protocol in PROTOCOLS, f"unknown protocol {self.protocol!r}"),
-            (self.context > CONTEXT_OVERHEAD, f"context must exceed {CONTEXT_OVERHEAD} tokens"),
+            (int(config.context) > CONTEXT_OVERHEAD,
+             f"context must exceed {CONTEXT_OVERHEAD} tokens"),
+            (config.long_sequences in LONG_SEQUENCES,
+             f"long sequences must be one of {LONG_SEQUENCES}"),
             (0 < self.prefix_ratio < 1, "prefix ratio must be in (0, 1)"),
             (self.n_train >= 1, "n_train must be >= 1"),
             (0 <= self.val_ratio < 1, "val ratio must be in [0, 1)"),
@@ -175,6 +233,39 @@ PROTOCOLS: dict[str, Callable[[pd.DataFrame, SequenceConfig], dict[str, pd.DataF
     "loggpt": lambda s, c: split_loggpt(s, c.n_train, c.val_ratio, c.seed),
     "chronological": lambda s, c: split_chronological(s, c.train_ratio, c.val_ratio),
 }
+
+
+def drop_long_sequences(seqs: pd.DataFrame, max_keys: int) -> pd.DataFrame:
+    """Leave out the sequences with more than ``max_keys`` keys (LogGPT's rule).
+
+    >>> s = pd.DataFrame({"n_events": [2, 5, 3]})
+    >>> drop_long_sequences(s, 3)["n_events"].tolist()
+    [2, 3]
+    """
+    return seqs[seqs["n_events"] <= max_keys].reset_index(drop=True)
+
+
+def parser_settings(structured: Path | None) -> dict[str, Any] | None:
+    """The Drain settings in ``templates.json`` next to ``structured``, or None when unknown."""
+    if structured is None:
+        return None
+    try:
+        payload = json.loads((structured.parent / "templates.json").read_text(encoding="utf-8"))
+        return {"depth": int(payload["settings"]["depth"]),
+                "similarity": float(payload["settings"]["similarity"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def warn_parser_mismatch(protocol: str, data_source: str, settings: dict[str, Any] | None) -> None:
+    """Warn when the ``loggpt`` protocol runs on a log parsed with other Drain settings."""
+    expected = LOGGPT_DRAIN.get(data_source)
+    if protocol != "loggpt" or settings is None or expected is None:
+        return
+    if (settings["depth"], settings["similarity"]) != expected:
+        logger.warning("%s was parsed with Drain depth %d / similarity %s; LogGPT uses %d / %s "
+                       "(python -m logdata parse --drain-preset loggpt)", data_source,
+                       settings["depth"], settings["similarity"], *expected)
 
 
 def chunk_sequences(seqs: pd.DataFrame, max_keys: int) -> pd.DataFrame:
@@ -267,13 +358,23 @@ def build_sequence_datasets(frame: pd.DataFrame, out_dir: Path, config: Sequence
         LogDataError: On bad parameters or data that yields no usable sequence.
     """
     config.check()
+    config = config.resolved()
     seqs = build_sequences(frame, config.window)
     if seqs.empty:
         raise LogDataError(f"no sequence with >= {config.window.min_events} events; "
                            "check --window/--window-size")
+    max_keys = int(config.context) - CONTEXT_OVERHEAD
+    n_built = len(seqs)
+    if config.long_sequences == "drop":
+        seqs = drop_long_sequences(seqs, max_keys)
+        if n_built > len(seqs):
+            logger.info("left out %d sequences longer than %d keys", n_built - len(seqs), max_keys)
+        if seqs.empty:
+            raise LogDataError(f"every sequence is longer than {max_keys} keys; raise --context "
+                               "or pass --long-sequences chunk")
     splits = PROTOCOLS[config.protocol](seqs, config)
-    vocab = KeyVocab.build(splits["train"]["keys"])
-    max_keys = config.context - CONTEXT_OVERHEAD
+    vocab_splits = PROTOCOL_DEFAULTS[config.protocol].vocab_splits
+    vocab = KeyVocab.build([keys for name in vocab_splits for keys in splits[name]["keys"]])
     out_dir.mkdir(parents=True, exist_ok=True)
     stats: dict[str, Any] = {}
     chunked: dict[str, pd.DataFrame] = {}
@@ -297,11 +398,15 @@ def build_sequence_datasets(frame: pd.DataFrame, out_dir: Path, config: Sequence
         "params_hash": hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16],
         "counts": stats,
         "sequences_total": len(seqs),
+        "dropped_long_sequences": n_built - len(seqs),
         "chunked_sequences": int((seqs["n_events"] > max_keys).sum()),
+        "vocab_splits": list(vocab_splits),
         "vocab_size": len(vocab),
         "n_keys_train": len(vocab.keys),
         "source": {"path": source.name, "sha256": sha256_file(source)} if source else None,
+        "parser": parser_settings(source),
     }
+    warn_parser_mismatch(config.protocol, config.data_source, meta["parser"])
     atomic_write_text(out_dir / "meta.json", json.dumps(meta, indent=1, sort_keys=True, default=str))
     logger.info("wrote %s: %s", out_dir, {k: v["rows"] for k, v in stats.items()})
     return meta
@@ -344,6 +449,7 @@ def _window_spec(args: argparse.Namespace, data_source: str) -> WindowSpec:
         size=base.size if args.window_size is None else args.window_size,
         step=base.step if args.step is None else args.step,
         min_events=base.min_events if args.min_events is None else args.min_events,
+        grid=args.time_grid,
     )
 
 
@@ -362,7 +468,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--step", type=float, default=None, help="default 30 s / 100 lines")
     parser.add_argument("--min-events", type=int, default=None,
                         help="drop shorter sequences (default 2; 1 for blocks)")
-    parser.add_argument("--context", type=int, default=1024, help="model context in tokens")
+    parser.add_argument("--context", type=int, default=None,
+                        help="model context in tokens (default: 512, LogGPT's max_lens, for "
+                             "--protocol loggpt; 1024 for chronological)")
+    parser.add_argument("--long-sequences", choices=LONG_SEQUENCES, default=None,
+                        help="sequences longer than the context - 2 keys: drop them (default for "
+                             "loggpt, as LogGPT does) or split them into chunks (default for "
+                             "chronological; a deviation from LogGPT under --protocol loggpt)")
+    parser.add_argument("--time-grid", choices=sorted(TIME_GRIDS), default=None,
+                        help="time windows: loggpt (LogGPT's: whole seconds, [t, t + size] closed; "
+                             "default for --protocol loggpt) or half_open ([t, t + size); default "
+                             "for chronological)")
     parser.add_argument("--prefix-ratio", type=float, default=0.2, help="RL prompt share")
     parser.add_argument("--n-train", type=int, default=5000, help="LogGPT normal draw")
     parser.add_argument("--val-ratio", type=float, default=0.1)
@@ -381,7 +497,8 @@ def run(args: argparse.Namespace) -> int:
     data_source = args.data_source or infer_data_source(args.structured, frame)
     config = SequenceConfig(
         data_source=data_source, window=_window_spec(args, data_source), protocol=args.protocol,
-        context=args.context, prefix_ratio=args.prefix_ratio, seed=args.seed,
+        context=args.context, long_sequences=args.long_sequences,
+        prefix_ratio=args.prefix_ratio, seed=args.seed,
         n_train=args.n_train, val_ratio=args.val_ratio, train_ratio=args.train_ratio,
     )
     meta = build_sequence_datasets(frame, args.out, config, source=args.structured)

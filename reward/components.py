@@ -12,14 +12,27 @@ import re
 from concurrent.futures import Future
 from typing import Any
 
-from reward.context import ScoreContext
+from reward.context import ScoreContext, check_format
 from reward.labels import LABELS
 from reward.registry import register_component
-from reward.textmetrics import bleu, bleu_tokens, rouge_f1
+from reward.released import (
+    OUTCOME_CORRECT,
+    OUTCOME_INVALID,
+    RELEASED_PPL_MAX_LENGTH,
+    released_answer_outcome,
+    released_length,
+    released_perplexity_term,
+    released_perplexity_text,
+    released_semantic,
+)
+from reward.textmetrics import bleu, rouge_f1
 
 _GROUNDING_TOKEN_RE = re.compile(r"[a-z]{3,}")
 _WORDS_RE = re.compile(r"\S+")
 RELEASED_PPL_CAP = 1e6
+RULE_OURS = "ours"
+RULE_RELEASED = "released"
+RULES = (RULE_OURS, RULE_RELEASED)
 
 
 def _ctx(text: str, gold: str = "abnormal", **extra: Any) -> ScoreContext:
@@ -27,24 +40,41 @@ def _ctx(text: str, gold: str = "abnormal", **extra: Any) -> ScoreContext:
     return ScoreContext.build(text, gold, "bgl", extra)
 
 
+def _check_rule(rule: str) -> str:
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
+    return rule
+
+
 @register_component("format")
 class FormatReward:
-    """``valid`` when :func:`reward.context.check_format` passes, else ``invalid``.
+    """``valid`` when the response passes the format rule, else ``invalid``.
 
+    ``rule="ours"``: :func:`reward.context.check_format` (the four tags once, in order, only
+    whitespace around them, case-insensitive). ``rule="released"``:
+    :func:`reward.released.released_format_ok` (case-sensitive, any text around the tags).
     Range: ``[min(valid, invalid), max(valid, invalid)]``.
 
-    >>> f = FormatReward(valid=0.1, invalid=-0.2)
-    >>> f(_ctx("<think>x</think><answer>normal</answer>")), f(_ctx("<answer>normal</answer>"))
-    (0.1, -0.2)
+    >>> f = FormatReward(valid=0.1, invalid=-0.5)
+    >>> sure = _ctx("Sure. <think>x</think><answer>normal</answer>")
+    >>> f(_ctx("<think>x</think><answer>normal</answer>")), f(sure)
+    (0.1, -0.5)
+    >>> FormatReward(rule="released")(_ctx("Sure. <think>x</think><answer>normal</answer>"))
+    0.1
     """
 
-    def __init__(self, valid: float = 0.1, invalid: float = -0.2) -> None:
+    def __init__(self, valid: float = 0.1, invalid: float = -0.5, rule: str = RULE_OURS) -> None:
         self.valid, self.invalid = float(valid), float(invalid)
+        self.rule = _check_rule(rule)
         self.low, self.high = min(self.valid, self.invalid), max(self.valid, self.invalid)
+
+    def passes(self, ctx: ScoreContext) -> bool:
+        """True when ``ctx``'s response passes this component's format rule."""
+        return ctx.released.format_ok if self.rule == RULE_RELEASED else check_format(ctx.solution_str)
 
     def __call__(self, ctx: ScoreContext) -> float:
         """Score the response's format."""
-        return self.valid if ctx.format_ok else self.invalid
+        return self.valid if self.passes(ctx) else self.invalid
 
 
 @register_component("correctness")
@@ -55,8 +85,13 @@ class CorrectnessReward:
     * ``missed_anomaly`` — gold abnormal, pred normal;    ``false_alarm`` — gold normal, pred
       abnormal;
     * ``unknown`` — any other answer string (a hedge such as ``uncertain``) or no answer;
-    * ``invalid`` — when set (the released reward), overrides everything whenever the format is
-      invalid or the answer empty. ``None`` (ours) judges the last ``<answer>`` whatever the format.
+    * ``invalid`` — when set, overrides everything whenever the format is invalid or the answer
+      empty. ``None`` (ours) judges the last ``<answer>`` whatever the format.
+
+    ``rule="ours"`` parses the answer with :func:`reward.parsing.parse_answer` (case and
+    punctuation dropped: ``Abnormal.`` is ``abnormal``). ``rule="released"`` follows
+    :func:`reward.released.released_answer_outcome` (``lower().strip()`` only, the released format
+    rule, and ``invalid`` required).
 
     With ``strict_unknown`` (the default) construction fails unless ``unknown`` is at most the
     worst wrong class, so hedging never pays. Range: min to max of the values.
@@ -65,7 +100,7 @@ class CorrectnessReward:
     >>> c(_ctx("<answer>abnormal</answer>")), c(_ctx("<answer>normal</answer>"))
     (1.0, -1.5)
     >>> c(_ctx("<answer>abnormal</answer>", "normal")), c(_ctx("<answer>maybe</answer>"))
-    (-1.0, -2.0)
+    (-1.0, -2.2)
     """
 
     def __init__(
@@ -74,10 +109,14 @@ class CorrectnessReward:
         correct_normal: float = 1.0,
         missed_anomaly: float = -1.5,
         false_alarm: float = -1.0,
-        unknown: float = -2.0,
+        unknown: float = -2.2,
         invalid: float | None = None,
         strict_unknown: bool = True,
+        rule: str = RULE_OURS,
     ) -> None:
+        self.rule = _check_rule(rule)
+        if self.rule == RULE_RELEASED and invalid is None:
+            raise ValueError("correctness rule 'released' needs an 'invalid' value")
         self.caught_anomaly, self.correct_normal = float(caught_anomaly), float(correct_normal)
         self.missed_anomaly, self.false_alarm = float(missed_anomaly), float(false_alarm)
         self.unknown = float(unknown)
@@ -90,17 +129,31 @@ class CorrectnessReward:
         values = [self.caught_anomaly, self.correct_normal, self.missed_anomaly]
         values += [self.false_alarm, self.unknown] + ([] if self.invalid is None else [self.invalid])
         self.low, self.high = min(values), max(values)
+        correct = (self.caught_anomaly, self.correct_normal)
+        self.correct_range = (min(correct), max(correct))
 
     def invalid_applies(self, ctx: ScoreContext) -> bool:
         """True when the ``invalid`` override fires for ``ctx``."""
+        if self.rule == RULE_RELEASED:
+            return released_answer_outcome(ctx.released, ctx.ground_truth) == OUTCOME_INVALID
         return self.invalid is not None and (not ctx.format_ok or ctx.answer_empty)
 
     def judged_correct(self, ctx: ScoreContext) -> bool:
         """True when this component pays ``ctx`` as a correct answer."""
+        if self.rule == RULE_RELEASED:
+            return released_answer_outcome(ctx.released, ctx.ground_truth) == OUTCOME_CORRECT
         return ctx.correct and not self.invalid_applies(ctx)
 
+    def _released_value(self, ctx: ScoreContext) -> float:
+        outcome = released_answer_outcome(ctx.released, ctx.ground_truth)
+        if outcome == OUTCOME_CORRECT:
+            return self.caught_anomaly if ctx.is_abnormal else self.correct_normal
+        return float(getattr(self, outcome))
+
     def __call__(self, ctx: ScoreContext) -> float:
-        """Score the parsed answer."""
+        """Score the answer."""
+        if self.rule == RULE_RELEASED:
+            return self._released_value(ctx)
         if self.invalid is not None and self.invalid_applies(ctx):
             return self.invalid
         if ctx.pred not in LABELS:
@@ -121,6 +174,7 @@ class BleuReward:
     """
 
     low, high = 0.0, 1.0
+    uses_reference = True
 
     def __call__(self, ctx: ScoreContext) -> float:
         """Score the think against the reference rationale."""
@@ -140,6 +194,7 @@ class RougeReward:
     """
 
     low, high = 0.0, 1.0
+    uses_reference = True
 
     def __call__(self, ctx: ScoreContext) -> float:
         """Score the think against the reference rationale."""
@@ -160,6 +215,7 @@ class LengthReward:
     """
 
     low, high = 0.0, 1.0
+    uses_reference = True
 
     def __init__(self, target_words: int = 110) -> None:
         self.target_words = max(1, int(target_words))
@@ -196,10 +252,16 @@ class GroundingReward:
 
 
 class _ModelComponent:
-    """Shared plumbing for components that need the perplexity scorer."""
+    """Shared plumbing for components that need the perplexity scorer.
+
+    ``special_tokens`` and ``max_length`` say how the component's text is encoded (see
+    :meth:`reward.perplexity.PerplexityScorer.encode`); ``None`` keeps the scorer's default length.
+    """
 
     low: float
     high: float
+    special_tokens: str = "bos"
+    max_length: int | None = None
 
     def __init__(self, model: str, **scorer_options: Any) -> None:
         self.model_path = str(model)
@@ -223,9 +285,14 @@ class _ModelComponent:
         """The text whose perplexity is scored: the rationale (think) only."""
         return ctx.think
 
+    def encode(self, contexts: list[ScoreContext]) -> list[list[int]]:
+        """Token ids of each context's :meth:`text`, encoded the way this component scores them."""
+        texts = [self.text(ctx) for ctx in contexts]
+        return self.scorer.encode(texts, max_length=self.max_length, special_tokens=self.special_tokens)
+
     def submit(self, ctx: ScoreContext) -> Future:
-        """Queue ``ctx``'s text on the shared micro-batcher."""
-        return self.scorer.submit(self.text(ctx))
+        """Queue ``ctx``'s encoded text on the shared micro-batcher."""
+        return self.scorer.submit_ids(self.encode([ctx])[0])
 
     def __call__(self, ctx: ScoreContext) -> float:
         """Score one context (through the micro-batcher)."""
@@ -236,9 +303,10 @@ class _ModelComponent:
 class PerplexityReward(_ModelComponent):
     """Fluency of ``p``: ``1 − min(log PPL, ln max_ppl) / ln max_ppl``.
 
-    ``log PPL`` is the scorer's mean token NLL on the think (nats). Bounded in ``[0, 1]``:
-    1 at PPL 1, 0 at ``max_ppl`` or worse, and for an empty think. The released reward's
-    ``(100 − PPL)/100`` is unbounded below; this is a bounded, monotone function of log-PPL.
+    ``log PPL`` is the scorer's mean token NLL on the think (nats), after the tokenizer's BOS when
+    it has one. Bounded in ``[0, 1]``: 1 at PPL 1, 0 at ``max_ppl`` or worse, and for an empty
+    think. The released reward's ``(100 − PPL)/100`` is unbounded below; this is a bounded,
+    monotone function of log-PPL.
 
     >>> comp = PerplexityReward("unused")
     >>> comp.value(0.0), comp.value(math.log(1000.0)), comp.value(math.inf)
@@ -258,39 +326,38 @@ class PerplexityReward(_ModelComponent):
         return 1.0 - min(max(log_ppl, 0.0), self.log_max) / self.log_max
 
 
-# --- the released reward's components, reproduced with their quirks -------------------------
+# --- the released reward's think terms (reward/released.py holds the rules) --------------------
 
 
 @register_component("semantic_released")
 class SemanticReleased:
-    """Released semantic term: ``(BLEU_char + ROUGE-1 + ROUGE-2 + ROUGE-L) / 8 − 0.5``.
+    """Released semantic term, :func:`reward.released.released_semantic` of the released think.
 
-    Quirks kept: BLEU-4 is computed on *characters* without smoothing (so almost any pair
-    scores ~0 BLEU… or close to 1 for near copies), the sum is halved twice. Quirk fixed: the
-    released ROUGE package raised on empty/punctuation-only text and hit RecursionError on long
-    unbroken text; here those give 0 similarity. Range ``[−0.5, 0]``.
+    ``(100·BLEU + 100·R1 + 100·R2 + 100·RL)/800 − 0.5`` with nltk's unsmoothed BLEU-4 on
+    characters and the ``rouge`` package's ROUGE. Range ``[−0.5, 0]``.
 
-    >>> SemanticReleased()(_ctx("<think>same text here</think>", reference_rationale="same text here"))
-    0.0
+    >>> same = _ctx("<think>same text here</think>", reference_rationale="same text here")
+    >>> round(SemanticReleased()(same), 6)
+    -0.0
     >>> SemanticReleased()(_ctx("<think></think>", reference_rationale="x"))
     -0.5
     """
 
     low, high = -0.5, 0.0
+    uses_reference = True
 
     def __call__(self, ctx: ScoreContext) -> float:
         """Score the think against the reference rationale."""
-        char_bleu = bleu_tokens(list(ctx.think), list(ctx.reference), smooth=False)
-        return (char_bleu + sum(rouge_f1(ctx.think, ctx.reference))) / 8.0 - 0.5
+        return released_semantic(ctx.released.think, ctx.released_reference)
 
 
 @register_component("length_released")
 class LengthReleased:
-    """Released length term on character lengths ``P = len(p)``, ``R = len(r)``.
+    """Released length term, :func:`reward.released.released_length` on character lengths.
 
-    ``v = 2|P − R| / (P + R)``; the term is ``+v`` when ``R < P < 3R`` and ``−v`` otherwise.
-    Quirks kept: it rewards answers *longer* than the reference, growing towards +1 at 3R and
-    then jumping to −1; a perfect length match scores 0. Range ``[−2, 1]`` (0 when both empty).
+    ``v = 2|P − R| / (P + R)``; ``+v`` when ``R < P < 3R``, else ``−v``: it rewards a think
+    *longer* than the reference, growing towards +1 at 3R and then jumping to −1; a perfect
+    length match scores 0. Range ``[−2, 1]``.
 
     >>> LengthReleased()(_ctx("<think>aaaa</think>", reference_rationale="aa"))
     0.6666666666666666
@@ -299,33 +366,44 @@ class LengthReleased:
     """
 
     low, high = -2.0, 1.0
+    uses_reference = True
 
     def __call__(self, ctx: ScoreContext) -> float:
         """Score the think's character length."""
-        produced, reference = len(ctx.think), len(ctx.reference)
-        if produced + reference == 0:
-            return 0.0
-        v = 2.0 * abs(produced - reference) / (produced + reference)
-        return v if reference < produced < 3 * reference else -v
+        return released_length(ctx.released.think, ctx.released_reference)
 
 
 @register_component("perplexity_released")
 class PerplexityReleased(_ModelComponent):
     """Released perplexity term ``(100 − PPL) / 100``.
 
-    Quirk kept: unbounded below (PPL 1,000 gives −9). To stay finite, PPL is capped at
-    ``1e6`` (and an empty think counts as that cap). Range ``[−9999, 0.99]``.
+    As the released code: PPL is the exponentiated mean token loss over the fixed context
+    sentence, a newline and the think (context tokens inside the loss), encoded by the tokenizer's
+    own call (its special tokens: none for GPT-2), truncated at 1,024 tokens, scored in float32.
+    One deviation, to stay finite: PPL is capped at ``max_ppl`` (1e6; the original is unbounded
+    below). Range ``[(100 − max_ppl)/100, 0.99]``.
 
     >>> comp = PerplexityReleased("unused")
-    >>> comp.value(0.0), comp.value(math.log(200.0)), comp.value(math.inf)
+    >>> comp.value(0.0), round(comp.value(math.log(200.0)), 9), comp.value(math.inf)
     (0.99, -1.0, -9999.0)
     """
 
-    low, high = (100.0 - RELEASED_PPL_CAP) / 100.0, 0.99
+    high = 0.99
+    special_tokens = "tokenizer"
+    max_length = RELEASED_PPL_MAX_LENGTH
+
+    def __init__(
+        self, model: str, max_ppl: float = RELEASED_PPL_CAP, dtype: str = "float32", **scorer_options: Any
+    ) -> None:
+        super().__init__(model, dtype=dtype, **scorer_options)
+        self.max_ppl = float(max_ppl)
+        self.low = released_perplexity_term(math.inf, self.max_ppl)
+
+    def text(self, ctx: ScoreContext) -> str:
+        """The released code's perplexity text: its context sentence, a newline, the think."""
+        return released_perplexity_text(ctx.released.think)
 
     def value(self, log_ppl: float) -> float:
         """Map a log-perplexity to the released term."""
-        if not math.isfinite(log_ppl):
-            return (100.0 - RELEASED_PPL_CAP) / 100.0
-        ppl = min(math.exp(min(log_ppl, 50.0)), RELEASED_PPL_CAP)
-        return round((100.0 - ppl) / 100.0, 12)
+        ppl = math.exp(log_ppl) if log_ppl < math.log(self.max_ppl) else math.inf
+        return released_perplexity_term(ppl, self.max_ppl)

@@ -10,6 +10,7 @@ from typing import Any
 
 from reward.labels import ABNORMAL, LABELS, NORMAL
 from reward.parsing import extract_answer, extract_think, normalise_answer, parse_answer
+from reward.released import ReleasedParts, released_parts, released_reference
 
 _TAG_RE = re.compile(r"</?(?:think|answer)>", re.IGNORECASE)
 _FORMAT_ORDER = ("<think>", "</think>", "<answer>", "</answer>")
@@ -113,6 +114,21 @@ class ScoreContext:
     def reference(self) -> str:
         """Reference rationale text from ``extra_info['reference_rationale']`` (or ``""``)."""
         return _reference_text(self.extra_info.get("reference_rationale"))
+
+    @cached_property
+    def has_reference(self) -> bool:
+        """True when ``extra_info['reference_rationale']`` holds non-blank text."""
+        return bool(self.reference.strip())
+
+    @cached_property
+    def released(self) -> ReleasedParts:
+        """Format, think and answer as RationAnomaly's released code reads them."""
+        return released_parts(self.solution_str)
+
+    @cached_property
+    def released_reference(self) -> str:
+        """The reference think as the released code reads it (last block, stripped)."""
+        return released_reference(self.extra_info.get("reference_rationale"))
 
     @cached_property
     def log(self) -> str:

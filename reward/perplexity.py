@@ -26,7 +26,7 @@ DEFAULT_MAX_LENGTH = 512
 DEFAULT_MAX_WAIT_MS = 10.0
 NO_TOKENS_LOG_PPL = math.inf
 
-_SCORERS: dict[tuple[str, str], PerplexityScorer] = {}
+_SCORERS: dict[tuple[str, str, str], PerplexityScorer] = {}
 _SCORERS_LOCK = threading.Lock()
 
 
@@ -112,13 +112,34 @@ class PerplexityScorer:
         self._pad_id = self.tokenizer.pad_token_id
         if self._pad_id is None:
             self._pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
-        self._queue: queue.Queue[tuple[str, Future]] = queue.Queue()
+        self._queue: queue.Queue[tuple[list[int], Future]] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
 
     # -- batch scoring ---------------------------------------------------------------------
-    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
-        budget = self.max_length - len(self._prefix)
+    def encode(
+        self, texts: Sequence[str], max_length: int | None = None, special_tokens: str = "bos"
+    ) -> list[list[int]]:
+        """Token ids of ``texts``, truncated to ``max_length`` tokens (default: the scorer's).
+
+        Args:
+            texts: Texts to encode.
+            max_length: Tokens kept per text, special tokens included.
+            special_tokens: ``"bos"`` — the tokenizer's BOS (when it has one) then the text, no
+                other special token (the ``perplexity`` term); ``"tokenizer"`` — whatever the
+                tokenizer's own call adds, as ``tokenizer(text, truncation=True)`` (the released
+                reward: nothing for GPT-2).
+
+        Raises:
+            ValueError: Unknown ``special_tokens``.
+        """
+        limit = max_length or self.max_length
+        if special_tokens == "tokenizer":
+            encoded = self.tokenizer(list(texts), truncation=True, max_length=limit)["input_ids"]
+            return [list(ids) for ids in encoded]
+        if special_tokens != "bos":
+            raise ValueError(f"special_tokens must be 'bos' or 'tokenizer', got {special_tokens!r}")
+        budget = limit - len(self._prefix)
         encoded = self.tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
         return [self._prefix + ids[:budget] for ids in encoded]
 
@@ -149,18 +170,14 @@ class PerplexityScorer:
             for row, ids in enumerate(batch):
                 n = len(ids)
                 logits = hidden[row, : n - 1] if head is None else head(hidden[row, : n - 1])
-                logits = logits.float()
-                targets = input_ids[row, 1:n].unsqueeze(-1)
-                nll = torch.logsumexp(logits, dim=-1) - logits.gather(-1, targets).squeeze(-1)
-                results.append(float(nll.mean()))
+                # the same reduction as transformers' ``labels=`` loss (float32 cross-entropy, mean)
+                nll = torch.nn.functional.cross_entropy(logits.float(), input_ids[row, 1:n])
+                results.append(float(nll))
         self.forward_passes += 1
         return results
 
     def log_perplexity(self, texts: Sequence[str]) -> list[float]:
-        """Return the log-perplexity (mean token NLL, nats) of each text.
-
-        Texts are tokenised once, sorted by length and scored ``batch_size`` at a time, so padding
-        stays small. A text with no scorable token gets ``inf``.
+        """Return the log-perplexity (mean token NLL, nats) of each text (``"bos"`` encoding).
 
         Args:
             texts: Texts to score.
@@ -168,11 +185,19 @@ class PerplexityScorer:
         Returns:
             One log-perplexity per text, in input order.
         """
-        if not texts:
+        return self.log_perplexity_ids(self.encode(texts))
+
+    def log_perplexity_ids(self, encoded: Sequence[list[int]]) -> list[float]:
+        """Return the log-perplexity (mean next-token NLL, nats) of each token-id list.
+
+        Lists are sorted by length and scored ``batch_size`` at a time, so padding stays small. A
+        list with fewer than two tokens (nothing to predict) gets ``inf``.
+        """
+        if not encoded:
             return []
-        encoded = self._encode(texts)
-        results = [NO_TOKENS_LOG_PPL] * len(texts)
-        order = sorted((i for i in range(len(texts)) if len(encoded[i]) >= 2), key=lambda i: len(encoded[i]))
+        results = [NO_TOKENS_LOG_PPL] * len(encoded)
+        scorable = (i for i in range(len(encoded)) if len(encoded[i]) >= 2)
+        order = sorted(scorable, key=lambda i: len(encoded[i]))
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             for index, value in zip(chunk, self._forward([encoded[i] for i in chunk]), strict=True):
@@ -181,13 +206,17 @@ class PerplexityScorer:
 
     # -- micro-batching across concurrent callers --------------------------------------------
     def submit(self, text: str) -> Future:
-        """Queue one text for the micro-batcher and return a future of its log-perplexity.
+        """Queue one text (``"bos"`` encoding) and return a future of its log-perplexity.
 
         Thread-safe; from a coroutine use ``await asyncio.wrap_future(scorer.submit(text))``.
         """
+        return self.submit_ids(self.encode([text])[0])
+
+    def submit_ids(self, ids: list[int]) -> Future:
+        """Queue one token-id list for the micro-batcher; return a future of its log-perplexity."""
         future: Future = Future()
         self._ensure_worker()
-        self._queue.put((text, future))
+        self._queue.put((ids, future))
         return future
 
     def _ensure_worker(self) -> None:
@@ -198,7 +227,7 @@ class PerplexityScorer:
                 )
                 self._worker.start()
 
-    def _collect(self) -> list[tuple[str, Future]]:
+    def _collect(self) -> list[tuple[list[int], Future]]:
         import time
 
         items = [self._queue.get()]
@@ -216,9 +245,9 @@ class PerplexityScorer:
     def _serve(self) -> None:
         while True:
             items = self._collect()
-            texts = [text for text, _ in items]
+            encoded = [ids for ids, _ in items]
             try:
-                values = self.log_perplexity_single_pass(texts)
+                values = self.log_perplexity_single_pass(encoded)
             except Exception as exc:  # hand the error to every waiting caller
                 for _, future in items:
                     future.set_exception(exc)
@@ -226,11 +255,10 @@ class PerplexityScorer:
             for (_, future), value in zip(items, values, strict=True):
                 future.set_result(value)
 
-    def log_perplexity_single_pass(self, texts: Sequence[str]) -> list[float]:
-        """Like :meth:`log_perplexity` but in one forward pass however many texts there are."""
-        encoded = self._encode(texts)
-        results = [NO_TOKENS_LOG_PPL] * len(texts)
-        scorable = [i for i in range(len(texts)) if len(encoded[i]) >= 2]
+    def log_perplexity_single_pass(self, encoded: Sequence[list[int]]) -> list[float]:
+        """Like :meth:`log_perplexity_ids` but in one forward pass however many lists there are."""
+        results = [NO_TOKENS_LOG_PPL] * len(encoded)
+        scorable = [i for i in range(len(encoded)) if len(encoded[i]) >= 2]
         if scorable:
             values = self._forward([encoded[i] for i in scorable])
             for index, value in zip(scorable, values, strict=True):
@@ -260,11 +288,11 @@ def get_scorer(path: str | os.PathLike, device: str | None = None, **options: ob
     Returns:
         The cached scorer.
     """
-    key = (os.path.abspath(os.fspath(path)), resolve_device(device))
+    key = (os.path.abspath(os.fspath(path)), resolve_device(device), str(options.get("dtype", "auto")))
     with _SCORERS_LOCK:
         scorer = _SCORERS.get(key)
         if scorer is None:
-            logger.info("loading perplexity scorer %s on %s", key[0], key[1])
+            logger.info("loading perplexity scorer %s on %s (%s)", key[0], key[1], key[2])
             scorer = PerplexityScorer(key[0], device=key[1], **options)  # type: ignore[arg-type]
             _SCORERS[key] = scorer
         return scorer

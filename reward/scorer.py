@@ -45,7 +45,8 @@ KNOWN_KWARGS = frozenset(
     {"preset", "weights", "params", "perplexity_model", "perplexity_options", "class_weights"}
 ) | frozenset(CORRECTNESS_SHORTHANDS)
 
-_warned_no_model = False
+NO_REFERENCE_KEY = "no_reference"
+_warned: set[str] = set()
 _warn_lock = threading.Lock()
 
 
@@ -70,15 +71,27 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _warn_missing_model(names: Iterable[str]) -> None:
-    global _warned_no_model
+def _warn_once(topic: str, message: str, *args: Any) -> None:
+    """Log ``message`` once per process and ``topic`` (re-armed by :func:`clear_cache`)."""
     with _warn_lock:
-        if not _warned_no_model:
-            _warned_no_model = True
-            logger.warning(
-                "reward: no perplexity_model in reward_kwargs; running without %s",
-                ", ".join(sorted(names)),
-            )
+        if topic not in _warned:
+            _warned.add(topic)
+            logger.warning(message, *args)
+
+
+def _warn_missing_model(names: Iterable[str]) -> None:
+    names = ", ".join(sorted(names))
+    _warn_once("model", "reward: no perplexity_model in reward_kwargs; running without %s", names)
+
+
+def _warn_missing_reference(names: Iterable[str]) -> None:
+    _warn_once(
+        "reference",
+        "reward: a row has no extra_info.reference_rationale; %s score it against an empty reference "
+        "(counted in the '%s' metric, 1.0 per such row)",
+        ", ".join(sorted(names)),
+        NO_REFERENCE_KEY,
+    )
 
 
 def resolve_terms(reward_kwargs: Mapping[str, Any]) -> dict[str, Term]:
@@ -123,12 +136,30 @@ def resolve_terms(reward_kwargs: Mapping[str, Any]) -> dict[str, Term]:
     return terms
 
 
-def _term_bounds(term: ActiveTerm) -> tuple[float, float]:
-    """Range of ``weight · value`` for one term (a gated term may also contribute 0)."""
-    low, high = sorted((term.weight * term.component.low, term.weight * term.component.high))
-    if term.gate == GATE_CORRECT:
-        low, high = min(low, 0.0), max(high, 0.0)
-    return low, high
+def _composite_bounds(terms: Sequence[ActiveTerm]) -> tuple[float, float]:
+    """Range of ``Σ weight · value``, the wider of two cases.
+
+    Gated terms paid (so the answer is correct), or not (gated terms 0, correctness anything).
+    """
+
+    def span(term: ActiveTerm, low: float, high: float) -> tuple[float, float]:
+        a, b = term.weight * low, term.weight * high
+        return min(a, b), max(a, b)
+
+    cases = []
+    for paid in (False, True):
+        total_low = total_high = 0.0
+        for term in terms:
+            if term.gate == GATE_CORRECT and not paid:
+                continue
+            component = term.component
+            if paid and isinstance(component, CorrectnessReward):
+                low, high = span(term, *component.correct_range)
+            else:
+                low, high = span(term, component.low, component.high)
+            total_low, total_high = total_low + low, total_high + high
+        cases.append((total_low, total_high))
+    return min(low for low, _ in cases), max(high for _, high in cases)
 
 
 class CompositeReward:
@@ -145,12 +176,13 @@ class CompositeReward:
             for name, term in terms.items()
         ]
         self.class_weights = parse_class_weights(class_weights)
-        self.keys = ("score", "acc", "pred", *(t.name for t in self.terms))
+        self._reference_terms = [t.name for t in self.terms if getattr(t.component, "uses_reference", False)]
+        extra = (NO_REFERENCE_KEY,) if self._reference_terms else ()
+        self.keys = ("score", "acc", "pred", *(t.name for t in self.terms), *extra)
         self._correctness = next(
             (t.component for t in self.terms if isinstance(t.component, CorrectnessReward)), None
         )
-        bounds = [_term_bounds(t) for t in self.terms]
-        low, high = sum(lo for lo, _ in bounds), sum(hi for _, hi in bounds)
+        low, high = _composite_bounds(self.terms)
         self.low = min(w * low for w in self.class_weights.values())
         self.high = max(w * high for w in self.class_weights.values())
 
@@ -176,6 +208,10 @@ class CompositeReward:
         score = self.class_weights[ctx.ground_truth] * sum(t.weight * values[t.name] for t in self.terms)
         result: dict[str, Any] = {"score": float(score), "acc": 1.0 if ctx.correct else 0.0, "pred": ctx.pred}
         result.update((t.name, values[t.name]) for t in self.terms)
+        if self._reference_terms:
+            result[NO_REFERENCE_KEY] = 0.0 if ctx.has_reference else 1.0
+            if not ctx.has_reference:
+                _warn_missing_reference(self._reference_terms)
         return result
 
     def score(self, ctx: ScoreContext) -> dict[str, Any]:
@@ -210,7 +246,7 @@ class CompositeReward:
         for name, term in model_terms.items():
             rows = [i for i, (_, pending) in enumerate(planned) if any(p.name == name for p in pending)]
             component = term.component
-            log_ppls = component.scorer.log_perplexity([component.text(contexts[i]) for i in rows])
+            log_ppls = component.scorer.log_perplexity_ids(component.encode([contexts[i] for i in rows]))
             for i, log_ppl in zip(rows, log_ppls, strict=True):
                 planned[i][0][name] = component.value(log_ppl)
         end = time.perf_counter()
@@ -246,10 +282,23 @@ def get_composite(reward_kwargs: Mapping[str, Any] | None = None) -> CompositeRe
         return composite
 
 
+def score_bounds(reward_kwargs: Mapping[str, Any] | None = None) -> tuple[float, float]:
+    """``(low, high)`` of the score for ``reward_kwargs``, from the configured components' ranges.
+
+    Each term contributes ``weight × [low, high]`` of its component (a gated term may also
+    contribute 0), times the class weights; the perplexity terms count only when
+    ``perplexity_model`` is set, with the range their parameters give (nothing is loaded).
+
+    >>> score_bounds({"preset": "answer_only"})
+    (-2.7, 1.1)
+    """
+    composite = get_composite(reward_kwargs)
+    return composite.low, composite.high
+
+
 def clear_cache() -> None:
-    """Forget every built :class:`CompositeReward` and re-arm the missing-model warning."""
-    global _warned_no_model
+    """Forget every built :class:`CompositeReward` and re-arm the one-time warnings."""
     with _CACHE_LOCK:
         _CACHE.clear()
     with _warn_lock:
-        _warned_no_model = False
+        _warned.clear()

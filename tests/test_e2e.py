@@ -19,9 +19,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 GRPO_STEPS = 3
 RANKS = 2
-# rationanomaly preset [-2.2, 1.6] (reward/presets.py) x the recipe's class weight 2.0 for abnormal gold,
-# as float32: verl logs float32 scores, and a score at the bound (-4.4) logs as -4.4000001 in float64
-SCORE_LOW, SCORE_HIGH = np.float32(-2.2 * 2.0), np.float32(1.6 * 2.0)
+# rationanomaly preset without a perplexity model: format [-0.5, 0.1] + correctness [-2.2, 1.0] + four
+# think terms of weight 0.1 paid only when correct → [-2.7, 1.5], x the recipe's class weight 2.0 for
+# abnormal gold, as float32: verl logs float32 scores (a score at -5.4 logs as -5.4000001 in float64)
+SCORE_LOW, SCORE_HIGH = np.float32(-2.7 * 2.0), np.float32(1.5 * 2.0)
 
 pytestmark = pytest.mark.slow
 

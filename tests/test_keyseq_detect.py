@@ -43,6 +43,7 @@ def tiny(vocab, tmp_path_factory):
 def test_architecture_table(vocab):
     gpt2 = model_config("loggpt", vocab)
     assert (gpt2.n_layer, gpt2.n_head, gpt2.n_embd) == (6, 6, 60)
+    assert gpt2.n_positions == 512  # LogGPT's max_lens
     neo = model_config("gpt_neo_1.3b", vocab)  # config only, never instantiated
     assert (neo.num_layers, neo.hidden_size, neo.max_position_embeddings) == (24, 2048, 2048)
     assert neo.vocab_size == len(vocab) and neo.bos_token_id == vocab.id_of("<bos>")
@@ -166,3 +167,110 @@ def test_detect_cli_rejects_bad_input(tmp_path, repo_root, tiny):
                  "--k", "3"], repo_root)
     assert done.returncode == 2 and done.stderr.strip().startswith("error:")
     assert "Traceback" not in done.stderr
+
+
+# --- LogGPT's judged positions and K cap (github.com/nokia/LogGPT model/initGPT.py) ----------
+
+ABC = KeyVocab.build([["A", "B", "C"]])  # <pad> 0, <bos> 1, <eos> 2, <unk> 3, A 4, B 5, C 6
+#: Bigram preferences, best first: <bos> → A → B → C → <eos>.
+PREFERENCES = {"<bos>": ["A", "B", "C", "<eos>"], "A": ["B", "C", "<eos>", "A"],
+               "B": ["C", "<eos>", "A", "B"], "C": ["<eos>", "A", "B", "C"]}
+
+
+class Bigram(torch.nn.Module):
+    """A fake causal LM whose logits depend on the current token only (PREFERENCES)."""
+
+    def __init__(self):
+        super().__init__()
+        table = torch.full((len(ABC), len(ABC)), -100.0)
+        for prev, order in PREFERENCES.items():
+            for rank, token in enumerate(order):
+                table[ABC.id_of(prev), ABC.id_of(token)] = 10.0 - rank
+        self.table = table
+
+    def forward(self, input_ids, attention_mask=None):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(logits=self.table[input_ids])
+
+
+@pytest.fixture
+def bigram_detect(tmp_path, monkeypatch):
+    """Run ``detect`` with the Bigram model on hand-made rows; returns a runner."""
+    from logdata.keyseq_model import build_tokenizer
+    from validation import keyseq_detect
+
+    tokenizer = build_tokenizer(ABC, 16)
+    monkeypatch.setattr(keyseq_detect, "load_model", lambda *a, **k: (Bigram(), tokenizer))
+
+    def run(rows, kind, k, **kwargs):
+        data = tmp_path / kind / "test.parquet"
+        data.parent.mkdir(exist_ok=True)
+        pd.DataFrame(rows, columns=["sequence_id", "keys", "label"]).to_parquet(data)
+        meta = {"params": {"data_source": "bgl", "window": {"kind": kind}}}
+        (data.parent / "meta.json").write_text(json.dumps(meta))
+        result = keyseq_detect.detect(tmp_path, data, tmp_path / kind / "out", k=k,
+                                      sweep=[k], **kwargs)
+        scores = pd.read_parquet(tmp_path / kind / "out" / "scores.parquet")
+        return result, scores.set_index("sequence_id")
+
+    return run
+
+
+ROWS = [("ok", ["A", "B", "C"], "normal"),       # every next token is the top prediction
+        ("cut", ["A", "B"], "abnormal"),          # <eos> after B has rank 1 (C is preferred)
+        ("badstart", ["B", "C"], "normal")]       # B after <bos> has rank 1 (A is preferred)
+
+
+def test_loggpt_judges_eos_of_sessions_but_not_the_first_key(bigram_detect):
+    # block sessions (HDFS): judged are every key but the first, and <eos>
+    result, scores = bigram_detect(ROWS, "block", k=1)
+    assert scores["misses"].to_dict() == {"ok": 0, "cut": 1, "badstart": 0}
+    assert scores.loc["cut", "first_miss"] == 2  # position 2 of a 2-key sequence: the <eos>
+    assert result["keyseq"]["judge_eos"] is True and result["keyseq"]["skip_first"] == 1
+    assert result["keyseq"]["keys"] == 3 + 2 + 2  # judged: B C <eos>, B <eos>, C <eos>
+
+
+def test_loggpt_does_not_judge_eos_of_time_windows(bigram_detect):
+    result, scores = bigram_detect(ROWS, "time", k=1)
+    assert scores["misses"].to_dict() == {"ok": 0, "cut": 0, "badstart": 0}
+    assert result["keyseq"]["judge_eos"] is False
+    assert result["keyseq"]["keys"] == 2 + 1 + 1  # judged: B C, B, C
+
+
+def test_judged_position_flags_restore_the_old_rule(bigram_detect):
+    # --skip-first 0 --no-judge-eos: the first key is judged against <bos>, <eos> never is
+    _, scores = bigram_detect(ROWS, "block", k=1, skip_first=0, judge_eos=False)
+    assert scores["misses"].to_dict() == {"ok": 0, "cut": 0, "badstart": 1}
+    assert scores.loc["badstart", "first_miss"] == 0
+    _, forced = bigram_detect(ROWS, "time", k=1, judge_eos=True)  # --judge-eos on windows
+    assert forced["misses"].to_dict() == {"ok": 0, "cut": 1, "badstart": 0}
+
+
+def test_k_cap_counts_real_keys_only(bigram_detect):
+    # 3 keys (A B C) among 7 tokens: K = int(0.95 * 3) = 2, not int(0.95 * 7) = 6. In [A, A]
+    # the second A has rank 3 after A and the <eos> rank 2: both outside the top-2.
+    result, scores = bigram_detect([("aa", ["A", "A"], "abnormal")], "block", k=80)
+    assert result["keyseq"]["k"] == 2 and result["keyseq"]["n_keys"] == 3
+    assert scores.loc["aa", "misses"] == 2 and scores.loc["aa", "first_miss"] == 1
+    assert cap_k(80, 3) == 2 and cap_k(690, 100) == 95 and cap_k(5, 1) == 1
+
+
+def test_eos_follows_only_the_last_chunk():
+    from logdata.keyseq_model import build_tokenizer
+    from validation.keyseq_detect import encode_chunks
+
+    tok = build_tokenizer(ABC, 16)
+    rows = pd.DataFrame({"keys": [["A", "B"], ["C"], ["B"]], "chunk": [0, 1, 0],
+                         "n_chunks": [2, 2, 1]})
+    assert encode_chunks(tok, rows, judge_eos=True) == [[1, 4, 5], [1, 6, 2], [1, 5, 2]]
+    assert encode_chunks(tok, rows, judge_eos=False) == [[1, 4, 5], [1, 6], [1, 5]]
+
+
+def test_detect_cli_defaults_are_loggpts():
+    from validation.keyseq_detect import build_parser
+
+    args = build_parser().parse_args(["--model", "m", "--data", "d", "--out", "o"])
+    assert args.skip_first == 1 and args.judge_eos is None
+    assert build_parser().parse_args(["--model", "m", "--data", "d", "--out", "o",
+                                      "--no-judge-eos"]).judge_eos is False

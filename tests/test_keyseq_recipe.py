@@ -19,7 +19,8 @@ def keyseq_data(tmp_path_factory):
     n = 200
     frame = pd.DataFrame({"line_no": range(n), "timestamp": [i * 10.0 for i in range(n)],
                           "event_id": [f"E{i % 5}" for i in range(n)], "label": ["normal"] * n})
-    build_sequence_datasets(frame, out, SequenceConfig(data_source="bgl", context=5, n_train=20))
+    build_sequence_datasets(frame, out, SequenceConfig(data_source="bgl", context=5, n_train=20,
+                                                              long_sequences="chunk"))
     return out
 
 

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from logdata.errors import LogDataError
@@ -21,6 +22,7 @@ from logdata.keyseq_windows import (
     time_windows,
 )
 from logdata.sequences import (
+    SPLITS,
     SequenceConfig,
     build_sequence_datasets,
     chunk_sequences,
@@ -196,7 +198,7 @@ def test_build_writes_all_artefacts_and_vocab_ignores_test_keys(tmp_path):
     labels[-3:] = ["abnormal"] * 3
     f = frame(times, keys, labels)
     meta = build_sequence_datasets(f, tmp_path, SequenceConfig(data_source="bgl", context=6,
-                                                               n_train=10))
+                                                               n_train=10, long_sequences="chunk"))
     for name in ("train", "val", "test", "rl_train", "rl_test"):
         assert (tmp_path / f"{name}.parquet").is_file()
     vocab = KeyVocab.load(tmp_path / "vocab.json")
@@ -232,7 +234,7 @@ def test_cli_on_loghub_bgl_2k(shared_data, tmp_path, repo_root):
             "rl_train.parquet", "rl_test.parquet"} <= names
     meta = json.loads((out / "meta.json").read_text())
     assert meta["params"]["window"] == {"kind": "time", "size": 60.0, "step": 30.0,
-                                        "min_events": 2}
+                                        "min_events": 2, "grid": "loggpt"}
     test = pd.read_parquet(out / "test.parquet")
     assert meta["counts"]["test"]["abnormal"] > 0 and (test["n_events"] >= 2).all()
     train = pd.read_parquet(out / "train.parquet")
@@ -250,3 +252,139 @@ def test_cli_errors_are_one_line(tmp_path, repo_root):
                         str(tmp_path / "o"), "--window", "block", "--data-source", "bgl",
                         cwd=repo_root)
     assert no_blocks.returncode == 2 and "block_ids" in no_blocks.stderr
+
+
+# --- LogGPT's protocol (github.com/nokia/LogGPT) -----------------------------------------------
+
+def test_loggpt_time_grid_floors_seconds_and_closes_both_ends():
+    # LogGPT floors to whole seconds and takes [t, t + 60] with both ends in, starting windows
+    # while t < the last timestamp. Floored: 0, 30, 60, 61, 95 → origins 0, 30, 60, 90:
+    # [0, 60] A B C; [30, 90] B C D; [60, 120] C D E; [90, 150] E alone (dropped, < 2 events).
+    f = frame([0.2, 30.0, 60.7, 61.0, 95.0], list("ABCDE"))
+    out = time_windows(f, 60, 30, grid="loggpt")
+    assert dict(zip(out["sequence_id"], out["keys"].map(list), strict=True)) == {
+        "time-0": list("ABC"), "time-1": list("BCD"), "time-2": list("CDE")}
+    # half-open [t0 + 30k, t0 + 30k + 60) on the raw times (t0 = 0.2) gives other windows
+    half = time_windows(f, 60, 30, grid="half_open")
+    assert half["keys"].map(list).tolist() == [["A", "B"], ["C", "D"], ["C", "D", "E"]]
+    # a window starting at the last timestamp is not built by LogGPT (start < end)
+    assert time_windows(frame([0.0, 30.0, 30.0], list("XYZ")), 60, 30, grid="loggpt")[
+        "sequence_id"].tolist() == ["time-0"]
+    with pytest.raises(LogDataError, match="time grid"):
+        time_windows(f, 60, 30, grid="nope")
+
+
+def _burst_log(n_burst):
+    """100 lines every 40 s (A/B), a burst of ``n_burst`` lines at 5,000 s, two lines after it."""
+    times = [40.0 * i for i in range(100)] + [5000.0] * n_burst + [5100.0, 5140.0]
+    keys = ["A", "B"] * 50 + ["X"] * n_burst + ["A", "B"]
+    return frame(times, keys)
+
+
+def test_loggpt_protocol_context_512_drops_longer_windows(tmp_path):
+    # The burst lies in exactly two windows of either grid (origins 4950 and 4980), each with
+    # 1,100 keys > 512 - 2: LogGPT leaves them out; every other window has at most 3 keys.
+    meta = build_sequence_datasets(_burst_log(1100), tmp_path / "g",
+                                   SequenceConfig(data_source="bgl", n_train=20))
+    assert meta["params"]["context"] == 512 and meta["params"]["long_sequences"] == "drop"
+    assert meta["params"]["window"]["grid"] == "loggpt"
+    assert meta["dropped_long_sequences"] == 2 and meta["chunked_sequences"] == 0
+    rows = pd.concat([pd.read_parquet(tmp_path / "g" / f"{n}.parquet") for n in SPLITS])
+    assert rows["n_events"].max() <= 3 and "X" not in {k for ks in rows["keys"] for k in ks}
+    # the chronological protocol keeps its context (1,024) and chunks the two long windows
+    chrono = build_sequence_datasets(_burst_log(1100), tmp_path / "c", SequenceConfig(
+        data_source="bgl", protocol="chronological"))
+    assert chrono["params"]["context"] == 1024 and chrono["params"]["long_sequences"] == "chunk"
+    assert chrono["params"]["window"]["grid"] == "half_open"
+    assert chrono["dropped_long_sequences"] == 0 and chrono["chunked_sequences"] == 2
+    test = pd.read_parquet(tmp_path / "c" / "test.parquet")
+    assert sorted(test[test["n_chunks"] > 1]["n_events"].tolist()) == [78, 78, 1022, 1022]
+    # --long-sequences chunk under loggpt: the old behaviour, as a named deviation
+    kept = build_sequence_datasets(_burst_log(1100), tmp_path / "k", SequenceConfig(
+        data_source="bgl", n_train=20, long_sequences="chunk"))
+    assert kept["dropped_long_sequences"] == 0 and kept["chunked_sequences"] == 2
+    with pytest.raises(LogDataError, match="longer than"):
+        build_sequence_datasets(frame([5000.0] * 600 + [5001.0], ["X"] * 601), tmp_path / "x",
+                                SequenceConfig(data_source="bgl"))  # one 601-key window
+
+
+def test_loggpt_vocab_comes_from_train_and_validation(tmp_path):
+    # Ten normal count windows, each with its own key K0..K9, and two abnormal "Z" windows. The
+    # LogGPT draw takes all ten (nine train, one validation); LogGPT's vocabulary holds all ten
+    # keys, the chronological one only its training keys.
+    keys = [f"K{i}" for i in range(10) for _ in range(2)] + ["Z"] * 4
+    labels = ["normal"] * 20 + ["abnormal"] * 4
+    f = frame([float(i) for i in range(24)], keys, labels)
+    spec = WindowSpec(kind="count", size=2, step=2, min_events=2)
+    build_sequence_datasets(f, tmp_path / "g", SequenceConfig(data_source="bgl", window=spec,
+                                                              n_train=10))
+    vocab = KeyVocab.load(tmp_path / "g" / "vocab.json")
+    assert set(vocab.keys) == {f"K{i}" for i in range(10)}
+    meta = build_sequence_datasets(f, tmp_path / "c", SequenceConfig(
+        data_source="bgl", window=spec, protocol="chronological", train_ratio=0.5, val_ratio=0.2))
+    train = pd.read_parquet(tmp_path / "c" / "train.parquet")
+    assert set(KeyVocab.load(tmp_path / "c" / "vocab.json").keys) == {"K0", "K1", "K2", "K3",
+                                                                     "K4"}
+    assert {k for ks in train["keys"] for k in ks} == {"K0", "K1", "K2", "K3", "K4"}
+    assert meta["vocab_splits"] == ["train"]
+
+
+def test_sequences_cli_defaults_follow_the_protocol(tmp_path):
+    from logdata.cli import build_parser
+    from logdata.sequences import run
+
+    _burst_log(3).to_parquet(tmp_path / "structured.parquet")
+    for protocol, context, long, grid in (("loggpt", 512, "drop", "loggpt"),
+                                          ("chronological", 1024, "chunk", "half_open")):
+        argv = ["sequences", "--structured", str(tmp_path / "structured.parquet"), "--out",
+                str(tmp_path / protocol), "--data-source", "bgl", "--protocol", protocol,
+                "--n-train", "20"]
+        assert run(build_parser(argv).parse_args(argv)) == 0
+        params = json.loads((tmp_path / protocol / "meta.json").read_text())["params"]
+        assert (params["context"], params["long_sequences"], params["window"]["grid"]) == (
+            context, long, grid)
+
+
+def test_drain_preset_loggpt_thunderbird_depth_2_similarity_03():
+    from logdata.drain import TemplateMiner
+    from logdata.formats import FORMATS, LOGGPT_DRAIN, with_drain_preset
+    from logdata.parse import miner_settings
+
+    lines = ["alpha x y z w v", "beta x y z w v",  # differ in the first (routing) token only
+             "a b c d e f g h i j", "a b c k l m n o p q"]  # 3 of 10 tokens equal: 0.3
+    loggpt = TemplateMiner(miner_settings(with_drain_preset(FORMATS["thunderbird"], "loggpt")))
+    ids = loggpt.add_batch(pa.array(lines))
+    # depth 2 routes by token count only, so alpha/beta meet and merge; similarity 0.3 >= 0.3
+    assert ids.tolist() == [0, 0, 1, 1]
+    assert loggpt.templates() == ["<*> x y z w v", "a b c <*> <*> <*> <*> <*> <*> <*>"]
+    default = TemplateMiner(miner_settings(FORMATS["thunderbird"]))  # loghub: depth 4 / 0.5
+    assert default.add_batch(pa.array(lines)).tolist() == [0, 1, 2, 3]
+    # LogGPT's BGL and HDFS settings are ours
+    for name in ("bgl", "hdfs"):
+        assert (FORMATS[name].depth, FORMATS[name].similarity) == LOGGPT_DRAIN[name]
+    assert with_drain_preset(FORMATS["spirit"], "loggpt") == FORMATS["spirit"]
+    with pytest.raises(LogDataError):
+        with_drain_preset(FORMATS["bgl"], "nope")
+
+
+def test_parse_drain_preset_flag_and_loggpt_parser_warning(tmp_path, caplog):
+    from logdata.cli import build_parser
+    from logdata.parse import run as parse_run
+    from logdata.sequences import parser_settings, warn_parser_mismatch
+
+    log = tmp_path / "tb.log"
+    log.write_text("- 1131566461 2005.11.09 tbird-admin1 Nov 9 12:01:01 local@tbird-admin1 "
+                   "postfix/postdrop[10896]: warning: unable to look up public/pickup\n"
+                   "- 1131566462 2005.11.09 tbird-admin1 Nov 9 12:01:02 local@tbird-admin1 "
+                   "kernel: disk ok\n")
+    argv = ["parse", "--dataset", "thunderbird", "--input", str(log), "--out",
+            str(tmp_path / "p"), "--no-progress", "--drain-preset", "loggpt"]
+    assert parse_run(build_parser(argv).parse_args(argv)) == 0
+    settings = parser_settings(tmp_path / "p" / "structured.parquet")
+    assert settings == {"depth": 2, "similarity": 0.3}
+    with caplog.at_level("WARNING", logger="logdata.sequences"):
+        warn_parser_mismatch("loggpt", "thunderbird", settings)
+        warn_parser_mismatch("chronological", "thunderbird", {"depth": 4, "similarity": 0.5})
+        assert not caplog.records
+        warn_parser_mismatch("loggpt", "thunderbird", {"depth": 4, "similarity": 0.5})
+    assert len(caplog.records) == 1 and "--drain-preset loggpt" in caplog.records[0].message

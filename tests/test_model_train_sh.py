@@ -1,6 +1,7 @@
 """``model_train.sh``: dry runs compose real configs; no GPU means a pointer to --cpu / the local backend.
 
-Every run starts from a folder outside the repository (pytest's ``tmp_path``), as a user would.
+Every run starts from a folder outside the repository (pytest's ``tmp_path``), as a user would;
+one starts the launcher by a relative path from a nested subfolder, with relative overrides.
 Runs that would start a trainer use a stand-in interpreter (``LOGRL_PYTHON``): it records the
 trainer's command line, environment and working directory and runs everything else (compose,
 the CPU overlay, the GPU probe) with the real one.
@@ -57,10 +58,12 @@ def fake_python(tmp_path: Path) -> dict[str, str]:
     return {"LOGRL_PYTHON": str(script), "FAKE_RECORD": str(record)}
 
 
-def _run(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+def _run(*args: str, cwd: Path, env: dict | None = None,
+         launcher: str | None = None) -> subprocess.CompletedProcess:
+    """Run the launcher (by ``launcher``, default its absolute path) in ``cwd``."""
     base = {k: v for k, v in os.environ.items() if k not in {"RAY_ADDRESS", "MODEL_PATH", "LOGRL_PYTHON"}}
     proc = subprocess.run(
-        ["bash", str(LAUNCHER), *args], capture_output=True, text=True,
+        ["bash", launcher or str(LAUNCHER), *args], capture_output=True, text=True,
         timeout=300, cwd=cwd, env={**base, **(env or {})},
     )
     # the launcher tees a real run to logs/<recipe>-<timestamp>.log in the repository: remove ours
@@ -264,6 +267,29 @@ def test_cpu_run_of_an_sft_recipe_starts_torchrun_with_the_ranks(caller, fake_py
     assert any(re.fullmatch(rf"hydra\.run\.dir='{re.escape(str(REPO))}/logs/hydra/sft_lora-{STAMP}'", a)
                for a in argv)
     assert list(caller.iterdir()) == []
+
+
+def test_relative_launcher_from_a_nested_subfolder(tmp_path, fake_python):
+    """``bash ../../…/model_train.sh`` from caller/project/run: typed relative paths are relative
+    to that folder, the recipe's to the repository, and Hydra gets an absolute config folder."""
+    work = tmp_path / "caller" / "project" / "run"
+    (work / "models" / "tiny").mkdir(parents=True)  # an existing local model folder, typed relative
+    launcher = os.path.relpath(LAUNCHER, work)
+    assert launcher.startswith("..")
+    proc = _run("rationanomaly_grpo", "--cpu", "actor_rollout_ref.model.path=models/tiny",
+                "data.train_files=../data/train.parquet", cwd=work, env=fake_python,
+                launcher=launcher)
+    assert proc.returncode == 0, proc.stderr
+    argv, _, cwd = _recorded(fake_python)
+    assert argv[:2] == ["-m", "verl.trainer.main_ppo"]
+    assert f"--config-path={REPO}/verl_recipes/rationanomaly_grpo" in argv
+    assert f"actor_rollout_ref.model.path='{tmp_path}/caller/project/run/models/tiny'" in argv
+    assert f"data.train_files='{tmp_path}/caller/project/data/train.parquet'" in argv
+    assert f"data.val_files='{REPO}/datasets/bgl/val.parquet'" in argv
+    hydra_dir = rf"hydra\.run\.dir='{re.escape(str(REPO))}/logs/hydra/rationanomaly_grpo-{STAMP}'"
+    assert any(re.fullmatch(hydra_dir, a) for a in argv)
+    assert cwd == str(work)
+    assert sorted(p.name for p in work.iterdir()) == ["models"]  # nothing written here
 
 
 def test_cpu_is_refused_for_the_local_backend(caller):

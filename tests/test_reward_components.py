@@ -10,7 +10,7 @@ import random
 import pytest
 
 from reward import ABNORMAL, NORMAL, UNKNOWN, compute_score
-from reward.presets import PRESETS, SCORE_BOUNDS
+from reward.presets import PRESETS
 from reward.registry import available_components, build_component
 from reward.scorer import clear_cache, get_composite
 from reward.textmetrics import bleu_tokens, rouge_f1, word_tokens
@@ -36,17 +36,20 @@ HAND_CASES = [
     ("released", CORRECT[NORMAL].replace("<think>", ""), NORMAL, -1.0 - 1 / 0.15),
     ("released", HEDGE, NORMAL, -0.9),
     ("released", "<think>x</think><answer> </answer>", NORMAL, 0.1 - 1 / 0.15),  # empty answer
-    ("rationanomaly", CORRECT[ABNORMAL].replace(THINK, ""), ABNORMAL, -0.2 + 1.0),
+    ("released", f"{THINK}<answer>Abnormal.</answer>", ABNORMAL, 0.1 - 1.0),  # only lower().strip()
+    ("released", "<THINK>x</THINK><ANSWER>normal</ANSWER>", NORMAL, -1.0 - 1 / 0.15),  # case-sensitive
+    ("released", "Sure. " + WRONG[NORMAL], NORMAL, 0.1 - 1 / 0.15),  # text around the tags allowed
+    ("rationanomaly", CORRECT[ABNORMAL].replace(THINK, ""), ABNORMAL, -0.5 + 1.0),
     ("rationanomaly", WRONG[ABNORMAL], ABNORMAL, 0.1 - 1.5),
     ("rationanomaly", WRONG[NORMAL], NORMAL, 0.1 - 1.0),
-    ("rationanomaly", HEDGE, ABNORMAL, 0.1 - 2.0),
-    ("rationanomaly", TRUNCATED, NORMAL, -0.2 - 2.0),
-    ("rationanomaly", "", NORMAL, -0.2 - 2.0),
+    ("rationanomaly", HEDGE, ABNORMAL, 0.1 - 2.2),
+    ("rationanomaly", TRUNCATED, NORMAL, -0.5 - 2.2),
+    ("rationanomaly", "", NORMAL, -0.5 - 2.2),
     ("symmetric", WRONG[ABNORMAL], ABNORMAL, 0.1 - 1.0),
     ("symmetric", WRONG[NORMAL], NORMAL, 0.1 - 1.0),
     ("answer_only", CORRECT[NORMAL], NORMAL, 1.1),
-    ("answer_only", "<answer>Abnormal.</answer>", ABNORMAL, -0.2 + 1.0),
-    ("answer_only", HEDGE, NORMAL, 0.1 - 2.0),
+    ("answer_only", "<answer>Abnormal.</answer>", ABNORMAL, -0.5 + 1.0),
+    ("answer_only", HEDGE, NORMAL, 0.1 - 2.2),
 ]
 
 
@@ -61,19 +64,36 @@ def test_released_numbers_rounded() -> None:
     assert round(score(HEDGE, NORMAL, preset="released")["score"], 3) == -0.9
 
 
-def test_released_think_terms_only_when_correct() -> None:
-    correct = score(CORRECT[ABNORMAL], ABNORMAL, preset="released")
-    think = THINK[len("<think>") : -len("</think>")]
-    ref = EXTRA["reference_rationale"]
-    p, r = len(think), len(ref)
-    v = 2 * abs(p - r) / (p + r)
-    length = v if r < p < 3 * r else -v
-    semantic = (bleu_tokens(list(think), list(ref), smooth=False) + sum(rouge_f1(think, ref))) / 8 - 0.5
-    assert correct["length_released"] == pytest.approx(length)
-    assert correct["semantic_released"] == pytest.approx(semantic)
-    assert correct["score"] == pytest.approx(1.1 + 0.5 * (length + semantic))
-    wrong = score(WRONG[ABNORMAL], ABNORMAL, preset="released")
+def test_released_think_terms_hand_worked() -> None:
+    """Hand-worked: think "aaaa" vs reference "aa" (characters).
+
+    BLEU (nltk, on characters): unigram 2/4, bigram 1/3, trigram and 4-gram 0 → float_info.min;
+    so BLEU ≈ 1e-154, i.e. 0. ROUGE (rouge package): one sentence, word sets {aaaa} vs {aa}: 0.
+    semantic = 0/800 − 0.5 = −0.5; length: v = 2·2/6 = 2/3, P > R and v < 1 → +2/3.
+    score = 0.1 + 1 + 0.5·(−0.5 + 2/3).
+    """
+    extra = {"reference_rationale": "aa"}
+    correct = compute_score("bgl", "<think>aaaa</think><answer>abnormal</answer>", ABNORMAL, extra,
+                            preset="released")
+    assert correct["semantic_released"] == pytest.approx(-0.5, abs=1e-12)
+    assert correct["length_released"] == pytest.approx(2 / 3)
+    assert correct["score"] == pytest.approx(1.1 + 0.5 * (-0.5 + 2 / 3))
+    # same words, one repeated: rouge-1 on word *sets* is 1.0 (rouge-score's counts would give 0.8)
+    twice = compute_score("bgl", "<think>disk disk failed</think><answer>abnormal</answer>", ABNORMAL,
+                          {"reference_rationale": "disk failed"}, preset="released")
+    wrong = compute_score("bgl", "<think>aaaa</think><answer>normal</answer>", ABNORMAL, extra,
+                          preset="released")
     assert wrong["semantic_released"] == 0.0 and wrong["length_released"] == 0.0
+    # 16 vs 11 characters: v = 2·5/27, P > R and v < 1 → +10/27. ROUGE by hand on word sets:
+    # R1 {disk, failed} both sides → F = 2·(1/(2 + 1e-8)); R2 {disk disk, disk failed} vs
+    # {disk failed} → P 1/2, R 1; RL: LCS words {disk, failed} of 2 and 2 distinct words → as R1.
+    assert twice["length_released"] == pytest.approx(10 / 27)
+    from nltk.translate.bleu_score import sentence_bleu
+
+    f_one, f_two = 2 * (1 / (2 + 1e-8)), 2 * (0.5 / (1.5 + 1e-8))
+    bleu = sentence_bleu(["disk failed"], "disk disk failed")
+    expected = (100 * bleu + 100 * f_one + 100 * f_two + 100 * f_one) / 800 - 0.5
+    assert twice["semantic_released"] == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize("gold", [NORMAL, ABNORMAL])
@@ -108,7 +128,10 @@ def test_missed_anomaly_lower_than_false_alarm() -> None:
 def test_same_keys_and_types() -> None:
     results = [score(r, g) for r in (CORRECT[NORMAL], HEDGE, "", TRUNCATED) for g in (NORMAL, ABNORMAL)]
     keys = {tuple(r) for r in results}
-    assert keys == {("score", "acc", "pred", "format", "correctness", "bleu", "rouge", "length", "grounding")}
+    assert keys == {
+        ("score", "acc", "pred", "format", "correctness", "bleu", "rouge", "length", "grounding",
+         "no_reference")
+    }
     assert all(isinstance(r["pred"], str) and r["acc"] in (0.0, 1.0) for r in results)
 
 
@@ -146,9 +169,9 @@ def test_class_weights_scale_the_score_of_their_gold_class() -> None:
     # accuracy and component values are not weighted
     result = score(WRONG[ABNORMAL], ABNORMAL, **answer_only)
     assert (result["acc"], result["correctness"], result["format"]) == (0.0, -1.5, 0.1)
-    # bounds of answer_only [-2.2, 1.1] scaled by the largest weight at both ends
+    # bounds of answer_only [-0.5 - 2.2, 0.1 + 1.0] scaled by the largest weight at both ends
     composite = get_composite(answer_only)
-    assert (composite.low, composite.high) == pytest.approx((-4.4, 2.2))
+    assert (composite.low, composite.high) == pytest.approx((2.0 * -2.7, 2.0 * 1.1))
 
 
 @pytest.mark.parametrize("bad", [{"anomalous": 2.0}, {"abnormal": 0.0}, {"normal": -1}, {"abnormal": "x"}])
@@ -166,6 +189,25 @@ def test_missing_perplexity_model_warns_once(caplog: pytest.LogCaptureFixture) -
     assert sum("perplexity_model" in r.message for r in caplog.records) == 1
 
 
+def test_missing_reference_rationale_warns_once_and_is_counted(caplog: pytest.LogCaptureFixture) -> None:
+    clear_cache()
+    bare = {"log": EXTRA["log"]}
+    with caplog.at_level(logging.WARNING, logger="reward.scorer"):
+        missing = [compute_score("bgl", CORRECT[NORMAL], NORMAL, bare) for _ in range(3)]
+        present = compute_score("bgl", CORRECT[NORMAL], NORMAL, dict(EXTRA))
+        blank = compute_score("bgl", CORRECT[NORMAL], NORMAL, {**bare, "reference_rationale": "  "})
+    assert [r["no_reference"] for r in missing] == [1.0, 1.0, 1.0]
+    assert (present["no_reference"], blank["no_reference"]) == (0.0, 1.0)
+    assert missing[0]["bleu"] == 0.0 and present["bleu"] > 0.0
+    assert sum("reference_rationale" in r.message for r in caplog.records) == 1
+    # a preset without reference-based terms has no such key and logs nothing
+    caplog.clear()
+    clear_cache()
+    with caplog.at_level(logging.WARNING, logger="reward.scorer"):
+        assert "no_reference" not in compute_score("bgl", CORRECT[NORMAL], NORMAL, bare, preset="answer_only")
+    assert not caplog.records
+
+
 def test_registry_builds_only_named_components() -> None:
     composite = get_composite({"preset": "answer_only"})
     assert [t.name for t in composite.terms] == ["format", "correctness"]
@@ -174,17 +216,6 @@ def test_registry_builds_only_named_components() -> None:
         assert name in available_components()
     with pytest.raises(ValueError, match="unknown reward component"):
         build_component("nope")
-
-
-def test_released_documented_low_is_invalid_format() -> None:
-    assert SCORE_BOUNDS["released"][0] == pytest.approx(-7.667, abs=1e-3)
-
-
-@pytest.mark.parametrize("preset", ["rationanomaly", "symmetric", "answer_only"])
-def test_documented_bounds_match_components(preset: str) -> None:
-    composite = get_composite({"preset": preset})
-    low, high = SCORE_BOUNDS[preset]
-    assert composite.low >= low - 1e-9 and composite.high <= high + 1e-9
 
 
 def _random_text(rng: random.Random, vocab: list[str], n: int) -> str:
@@ -222,6 +253,8 @@ def test_text_metrics_match_reference_packages() -> None:
         "reward.trl_adapter",
         "reward.api",
         "reward.perplexity",
+        "reward.released",
+        "reward.scorer",
     ],
 )
 def test_doctests(module: str) -> None:

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from reward import LABELS, PREDICTIONS, compute_score
-from reward.presets import SCORE_BOUNDS
+from reward.presets import PRESETS
 from reward.scorer import get_composite
 
 TAGS = [
@@ -47,14 +47,14 @@ def check(response: str, gold: str, extra: dict, preset: str) -> None:
     composite = get_composite({"preset": preset})
     assert tuple(result) == composite.keys
     assert result["pred"] in PREDICTIONS and result["acc"] in (0.0, 1.0)
-    low, high = SCORE_BOUNDS[preset]
+    low, high = composite.low, composite.high
     assert math.isfinite(result["score"]) and low - 1e-9 <= result["score"] <= high + 1e-9
     for term in composite.terms:
         assert term.component.low - 1e-9 <= result[term.name] <= term.component.high + 1e-9
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(responses, st.sampled_from(LABELS), extras, st.sampled_from(sorted(SCORE_BOUNDS)))
+@given(responses, st.sampled_from(LABELS), extras, st.sampled_from(sorted(PRESETS)))
 @example(LONG_THINK, "normal", {"log": "x", "reference_rationale": "short reason"}, "rationanomaly")
 @example(LONG_NO_BREAK, "abnormal", {"log": None, "reference_rationale": "a" * 900}, "released")
 @example(

@@ -42,13 +42,45 @@ def kwargs_for(model: Path, preset: str = "rationanomaly") -> dict:
     return {"preset": preset, "perplexity_model": str(model), "perplexity_options": {"device": "cpu"}}
 
 
-def test_batched_log_perplexity_matches_single(fresh_scorer) -> None:
-    texts = [*THINKS, "", "x"]
-    batched = fresh_scorer.log_perplexity(texts)
-    single = [fresh_scorer.log_perplexity([t])[0] for t in texts]
-    for a, b in zip(batched, single, strict=True):
-        assert (math.isinf(a) and math.isinf(b)) or a == pytest.approx(b, abs=1e-4)
-    assert all(math.isfinite(v) and v > 0 for v in batched[:4])
+def _transformers_loss(model_path: Path, ids: list[int]) -> float:
+    """transformers' own mean next-token loss (``labels=input_ids``) of one id list, float32."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    tensor = torch.tensor([ids])
+    with torch.no_grad():
+        return float(model(input_ids=tensor, labels=tensor).loss)
+
+
+def test_log_perplexity_equals_transformers_labels_loss(tiny_scorer_model: Path, fresh_scorer) -> None:
+    """Batched (padded, length-sorted) scoring equals transformers' loss of each text alone."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_scorer_model)
+    texts = [*THINKS, "x y", THINKS[0] * 3]
+    scorer = get_scorer(tiny_scorer_model, device="cpu", dtype="float32")
+    assert scorer is not fresh_scorer  # one scorer per dtype ("auto" is bf16 on bf16-capable CPUs)
+    batched = scorer.log_perplexity(texts)
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    for text, got in zip(texts, batched, strict=True):
+        ids = (bos + tokenizer(text, add_special_tokens=False)["input_ids"])[: scorer.max_length]
+        assert got == pytest.approx(_transformers_loss(tiny_scorer_model, ids), rel=1e-6, abs=1e-7)
+    assert math.isinf(fresh_scorer.log_perplexity([""])[0])  # nothing to predict
+
+
+def test_tokenizer_encoding_truncates_like_the_tokenizer_call(tiny_scorer_model: Path, fresh_scorer) -> None:
+    """The released encoding is ``tokenizer(text, truncation=True, max_length=1024)``, no BOS added."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_scorer_model)
+    long_text = " ".join(THINKS) * 40
+    (ids,) = fresh_scorer.encode([long_text], max_length=1024, special_tokens="tokenizer")
+    assert len(tokenizer(long_text)["input_ids"]) > 1024
+    assert ids == tokenizer(long_text, truncation=True, max_length=1024)["input_ids"]
+    assert len(ids) == 1024
+    with pytest.raises(ValueError, match="special_tokens"):
+        fresh_scorer.encode(["x"], special_tokens="none")
 
 
 def test_scorer_loaded_once_per_process(tiny_scorer_model: Path, fresh_scorer) -> None:
@@ -97,16 +129,19 @@ def test_perplexity_only_where_weight_is_active(tiny_scorer_model: Path, fresh_s
     assert fresh_scorer.forward_passes == before + 1 and right["perplexity"] > 0
 
 
-def test_released_preset_with_perplexity(tiny_scorer_model: Path, fresh_scorer) -> None:
+def test_released_preset_scores_context_and_think(tiny_scorer_model: Path, fresh_scorer) -> None:
+    """The released term is (100 − exp(loss))/100 of the context sentence, a newline, the think."""
+    from transformers import AutoTokenizer
+
     result = compute_score(
-        "bgl",
-        response(0, NORMAL),
-        NORMAL,
-        {"reference_rationale": THINKS[0]},
+        "bgl", response(0, NORMAL), NORMAL, {"reference_rationale": THINKS[0]},
         **kwargs_for(tiny_scorer_model, "released"),
     )
-    log_ppl = fresh_scorer.log_perplexity([f"{THINKS[0]} step 0"])[0]
-    assert result["perplexity_released"] == pytest.approx((100 - math.exp(log_ppl)) / 100, abs=1e-3)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_scorer_model)
+    context = "This is a log analysis task to determine if a log entry is normal or abnomal."
+    text = f"{context}\n{THINKS[0]} step 0"
+    loss = _transformers_loss(tiny_scorer_model, tokenizer(text)["input_ids"])
+    assert result["perplexity_released"] == pytest.approx((100 - math.exp(loss)) / 100, rel=1e-6)
 
 
 def test_trl_adapter_matches_compute_score_and_logs(tiny_scorer_model: Path, fresh_scorer) -> None:
@@ -147,4 +182,5 @@ def test_trl_adapter_plain_strings_and_name() -> None:
         completions=["<answer>abnormal</answer>", "garbage"],
         reward_model=[{"ground_truth": ABNORMAL}, {"ground_truth": NORMAL}],
     )
-    assert out == pytest.approx([0.8, -2.2])
+    # invalid format −0.5 with a caught anomaly (+1.0); invalid format with no answer (−2.2)
+    assert out == pytest.approx([-0.5 + 1.0, -0.5 - 2.2])

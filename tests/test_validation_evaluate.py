@@ -94,11 +94,21 @@ def test_cli_matches_hand_computation(tmp_path: Path) -> None:
     assert sess["coverage"] == pytest.approx(7 / 10)
     assert sess["complete_sessions"] == 7
     assert sess["template_coverage"] == pytest.approx(8 / 10)  # Z, Y of 10 distinct lack preds
+    # paper protocol by default: test predictions only, S7 S8 S9 (a template without a
+    # prediction) skipped whole
+    assert m["session"]["coverage_mode"] == "test_templates"
+    assert m["session"]["paper_comparable"] is True
+    assert (m["session"]["sessions_judged"], m["session"]["sessions_skipped"]) == (7, 3)
+    assert m["inputs"]["session_predictions"] is None
     # rationale: row 0 identical think text, row 4 disjoint -> ROUGE-L mean 1/2
     assert m["rationale"]["n"] == 2
     assert m["rationale"]["rouge_l"] == pytest.approx(0.5)
     assert 0.5 <= m["rationale"]["bleu"] < 0.6
-    assert "| overall |" in (out / "metrics.md").read_text()
+    report = (out / "metrics.md").read_text()
+    assert "| overall |" in report
+    assert "## Session level, coverage mode `test_templates` (paper-comparable: yes)" in report
+    assert "Judged **7** of 10 sessions, skipped **3**." in report
+    assert "| overall (test_templates) | 0.5000 |" in report
     assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -124,6 +134,12 @@ def test_unknown_as_normal_reference_convention(tmp_path: Path) -> None:
 def test_missing_template_rules(tmp_path: Path, rule, tp, fp, fn, tn, unknown, coverage) -> None:
     p, s = write_inputs(tmp_path)
     got = E.evaluate(E.load_predictions(p), E.load_sessions(s), missing_rule=rule)
+    # test predictions only, but a rule other than the paper's skip: not paper-comparable
+    assert got["session"]["coverage_mode"] == "test_templates"
+    assert got["session"]["paper_comparable"] is False
+    judged = round(coverage * len(SESSIONS))
+    assert (got["session"]["sessions_judged"], got["session"]["sessions_skipped"]) == (
+        judged, len(SESSIONS) - judged)
     sess = got["session"]["overall"]
     assert (sess["tp"], sess["fp"], sess["fn"], sess["tn"]) == (tp, fp, fn, tn)
     n = tp + fp + fn + tn
@@ -153,8 +169,35 @@ def test_session_predictions_complete_coverage(tmp_path: Path) -> None:
     # S7 FP (Z abnormal, gold normal), S8 TP, S9 TN (Y normal), S10 TP
     assert sess["coverage"] == pytest.approx(1.0)
     assert (sess["tp"], sess["fp"], sess["fn"], sess["tn"]) == (5, 4, 0, 1)
+    # opt-in full coverage is labelled as such, with the paper's skip rule still in force
+    assert got["session"]["coverage_mode"] == "full"
+    assert got["session"]["paper_comparable"] is False
+    assert (got["session"]["sessions_judged"], got["session"]["sessions_skipped"]) == (10, 0)
+    assert got["settings"]["missing_template_rule"] == "skip"
+    report = (out / "metrics.md").read_text()
+    assert "## Session level, coverage mode `full` (paper-comparable: no)" in report
+    assert "| overall (full) |" in report
     # template level is unchanged by the session predictions
     assert got["template"]["overall"]["n"] == len(ROWS)
+
+
+def test_no_session_judged_is_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    p, _ = write_inputs(tmp_path)
+    # every session holds Z, which has no test prediction: the paper's skip rule drops all three
+    sessions = pd.DataFrame([("T1", ["A", "Z"], "abnormal"), ("T2", ["Z"], "normal"),
+                             ("T3", ["C", "G", "Z"], "normal")],
+                            columns=["session_id", "templates", "label"])
+    s = tmp_path / "all_missing.parquet"
+    sessions.to_parquet(s)
+    out = tmp_path / "eval"
+    with caplog.at_level("WARNING", logger="validation.model_evaluate"):
+        assert E.main(["--predictions", str(p), "--sessions", str(s), "--out", str(out)]) == 0
+    got = json.loads((out / "metrics.json").read_text())["session"]
+    assert (got["sessions_judged"], got["sessions_skipped"]) == (0, 3)
+    assert got["overall"]["n"] == 0 and got["overall"]["coverage"] == 0.0
+    assert "No session was judged" in (out / "metrics.md").read_text()
+    assert "0 of 3 sessions judged, 3 skipped" in caplog.text
+    assert "no session judged" in caplog.text
 
 
 def test_session_predictions_need_sessions(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -173,7 +216,9 @@ def test_compare_renders_one_row_per_run(tmp_path: Path) -> None:
                    "--out", str(tmp_path / "cmp")]) == 0
     table = (tmp_path / "cmp" / "compare.md").read_text().splitlines()
     assert table[0].startswith("| | tmpl P |")
+    assert table[0].endswith("| sess coverage | sess mode | sess judged |")
     assert table[2].startswith("| strict | 0.6000 | 0.6000 | 0.6000 |")
+    assert table[2].endswith("| 0.7000 | test_templates | 7 |")
     assert table[3].startswith("| reference | 0.7500 | 0.6000 | 0.6667 |")
 
 

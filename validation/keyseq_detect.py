@@ -6,14 +6,21 @@ Usage::
     python validation/keyseq_detect.py --model outputs/loggpt_bgl --data datasets/bgl_keyseq/test.parquet \\
         --out outputs/detect_bgl [--k 80] [--min-misses 0] [--k-sweep 1,5,10,40,80]
 
-For every sequence chunk of ``test.parquet`` (``python -m logdata sequences``), ``<bos>`` + keys go
-through the model in batches (right padding + attention mask, one forward pass per batch). The rank
-of each true next key is the number of vocabulary entries whose logit is strictly greater than the
-true key's logit (rank 0 = the top prediction); the key is a miss at ``K`` when ``rank >= K``, i.e.
-it is outside the top-K. A sequence is abnormal when its misses exceed ``--min-misses`` (default 0:
-any miss flags it, LogGPT's rule). Chunks of one long sequence are aggregated by ``sequence_id``:
-misses add up and the first miss position is the earliest one (``offset`` + position). K is capped
-at 95% of the vocabulary (otherwise every sequence is trivially normal).
+For every sequence chunk of ``test.parquet`` (``python -m logdata sequences``), ``<bos>`` + keys
+(+ ``<eos>`` when it is judged) go through the model in batches (right padding + attention mask,
+one forward pass per batch). The rank of each true next token is the number of vocabulary entries
+whose logit is strictly greater than the true token's logit (rank 0 = the top prediction); it is a
+miss at ``K`` when ``rank >= K``, i.e. outside the top-K. A sequence is abnormal when its misses
+exceed ``--min-misses`` (default 0: any miss flags it, LogGPT's rule). Chunks of one long sequence
+are aggregated by ``sequence_id``: misses add up and the first miss position is the earliest one
+(``offset`` + position; position ``n_events`` is the ``<eos>``).
+
+Judged positions follow LogGPT (``model/initGPT.py`` ``_predict_topk``): the first key of a
+sequence is never judged (``--skip-first 1``), and ``<eos>`` is judged for session sequences
+(``block`` windows, HDFS: LogGPT wraps them in ``<bos>``/``<eos>``) but not for sliding windows
+(BGL, Thunderbird: LogGPT feeds them without ``<eos>``); ``--judge-eos``/``--no-judge-eos``
+override the window rule. K is capped as LogGPT caps it: ``int(0.95 * keys)``, counting the real
+keys of the vocabulary, not its special tokens (and at least 1, where LogGPT's K would be 0).
 
 The default K comes from :data:`DEFAULT_K` (LogGPT's values) by the data source in ``meta.json``
 next to the data. The K sweep reuses the ranks of the same forward pass, so it costs no extra
@@ -36,7 +43,6 @@ if __package__ in (None, ""):  # run by path: make the repository root importabl
 import argparse
 import json
 import logging
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -57,19 +63,75 @@ logger = logging.getLogger("validation.keyseq_detect")
 
 #: LogGPT's K per data source (arXiv 2309.14482); other sources need ``--k``.
 DEFAULT_K: dict[str, int] = {"hdfs": 7, "bgl": 80, "thunderbird": 690}
-#: K may not exceed this share of the vocabulary.
+#: K may not exceed this share of the real keys (LogGPT: ``int((len(vocab) - 5) * 0.95)``).
 MAX_K_SHARE = 0.95
+#: Leading keys per sequence that are context only: LogGPT never judges the first key.
+DEFAULT_SKIP_FIRST = 1
+#: Window kinds whose ``<eos>`` LogGPT judges: sessions (HDFS blocks) end with ``<eos>``; its
+#: sliding windows (BGL, Thunderbird) carry no ``<eos>``.
+EOS_JUDGED_KINDS: frozenset[str] = frozenset({"block"})
 DEFAULT_SWEEP: tuple[int, ...] = (1, 2, 3, 5, 7, 10, 20, 40, 80, 160, 320, 690)
 DATA_COLUMNS: tuple[str, ...] = ("sequence_id", "keys", "label")
 
 
-def cap_k(k: int, vocab_size: int) -> int:
-    """Cap K at 95% of the vocabulary (and at least 1).
+def cap_k(k: int, n_keys: int) -> int:
+    """Cap K as LogGPT does, at ``int(0.95 * n_keys)`` (and at least 1).
 
-    >>> cap_k(80, 50), cap_k(5, 50), cap_k(3, 2)
+    Args:
+        k: The requested K.
+        n_keys: Real keys in the vocabulary (special tokens not counted).
+
+    >>> cap_k(80, 50), cap_k(5, 50), cap_k(3, 1)
     (47, 5, 1)
     """
-    return max(1, min(int(k), math.floor(MAX_K_SHARE * vocab_size)))
+    return max(1, min(int(k), int(MAX_K_SHARE * n_keys)))
+
+
+def n_real_keys(tokenizer: Any) -> int:
+    """Entries of the tokenizer's vocabulary that are keys: its size minus its special tokens."""
+    return len(tokenizer) - len(set(tokenizer.all_special_ids))
+
+
+def window_kind(meta: dict[str, Any], data_source: str) -> str:
+    """The windowing the data was built with (``meta.json``), else ``block`` for HDFS, else ``time``.
+
+    >>> window_kind({"params": {"window": {"kind": "count"}}}, "bgl"), window_kind({}, "hdfs")
+    ('count', 'block')
+    """
+    kind = meta.get("params", {}).get("window", {}).get("kind")
+    if kind:
+        return str(kind)
+    return "block" if data_source == "hdfs" else "time"
+
+
+def resolve_judge_eos(judge_eos: bool | None, kind: str) -> bool:
+    """Whether ``<eos>`` is judged: the flag when given, else LogGPT's rule for the window kind.
+
+    >>> resolve_judge_eos(None, "block"), resolve_judge_eos(None, "time"), resolve_judge_eos(True, "time")
+    (True, False, True)
+    """
+    return kind in EOS_JUDGED_KINDS if judge_eos is None else bool(judge_eos)
+
+
+def encode_chunks(tokenizer: Any, rows: pd.DataFrame, judge_eos: bool) -> list[list[int]]:
+    """Per chunk, ``<bos>`` + key ids, plus ``<eos>`` after a sequence's last chunk when judged.
+
+    Args:
+        tokenizer: The model's key tokenizer.
+        rows: Sequence chunks (``keys``; ``chunk``/``n_chunks`` when the data was chunked).
+        judge_eos: Append the ``<eos>`` (the model must then rank it within the top-K).
+
+    Returns:
+        One id list per row.
+    """
+    if "chunk" in rows.columns and "n_chunks" in rows.columns:
+        last = (rows["chunk"].to_numpy() == rows["n_chunks"].to_numpy() - 1).tolist()
+    else:
+        last = [True] * len(rows)
+    eos = [tokenizer.eos_token_id]
+    return [[tokenizer.bos_token_id, *keys_to_ids(tokenizer, list(keys)),
+             *(eos if judge_eos and is_last else [])]
+            for keys, is_last in zip(rows["keys"], last, strict=True)]
 
 
 def true_key_ranks(logits: Any, targets: Any) -> Any:
@@ -114,7 +176,7 @@ class ChunkScores:
         misses: ``(chunks, n_k)`` miss counts per K.
         first_miss: ``(chunks, n_k)`` first missing position (key index in the chunk), -1 if none.
         max_rank: ``(chunks,)`` worst rank of a true key.
-        n_keys: ``(chunks,)`` keys scored.
+        n_keys: ``(chunks,)`` positions judged (keys, plus ``<eos>`` when judged).
     """
 
     misses: np.ndarray
@@ -130,12 +192,12 @@ def score_chunks(model: Any, encoded: list[list[int]], ks: Sequence[int], pad_id
 
     Args:
         model: Causal LM.
-        encoded: Per chunk, ``<bos>`` followed by the key ids.
+        encoded: Per chunk, ``<bos>`` followed by the key ids (and ``<eos>`` when judged).
         ks: K values to count misses for.
         pad_id: Padding id.
         batch_size: Chunks per forward pass (chunks are length-sorted to limit padding).
         device: Torch device.
-        skip: Per chunk, how many leading keys are context only (not checked); default none.
+        skip: Per chunk, how many leading keys are context only (not judged); default none.
 
     Returns:
         The per-chunk scores, in the order of ``encoded``.
@@ -253,8 +315,13 @@ def read_meta(data: Path) -> dict[str, Any]:
         return {}
 
 
-def resolve_k(k: int | None, data_source: str | None, vocab_size: int) -> tuple[int, int]:
-    """Return ``(requested K, capped K)``: ``--k`` or the data source's default.
+def resolve_k(k: int | None, data_source: str | None, n_keys: int) -> tuple[int, int]:
+    """Return ``(requested K, capped K)``: ``--k`` or the data source's default, capped.
+
+    Args:
+        k: ``--k``, or None for the data source's default.
+        data_source: Data source name (key of :data:`DEFAULT_K`).
+        n_keys: Real keys in the vocabulary (see :func:`cap_k`).
 
     Raises:
         LogDataError: When neither is available.
@@ -265,7 +332,7 @@ def resolve_k(k: int | None, data_source: str | None, vocab_size: int) -> tuple[
         k = DEFAULT_K[data_source]
     if k < 1:
         raise LogDataError("--k must be >= 1")
-    return k, cap_k(k, vocab_size)
+    return k, cap_k(k, n_keys)
 
 
 def load_test(path: Path) -> pd.DataFrame:
@@ -281,7 +348,8 @@ def load_test(path: Path) -> pd.DataFrame:
 
 def detect(model_dir: Path, data: Path, out_dir: Path, k: int | None = None, min_misses: int = 0,
            sweep: Sequence[int] = DEFAULT_SWEEP, batch_size: int = 32, device: str = "cpu",
-           data_source: str | None = None, skip_first: int = 0) -> dict[str, Any]:
+           data_source: str | None = None, skip_first: int = DEFAULT_SKIP_FIRST,
+           judge_eos: bool | None = None) -> dict[str, Any]:
     """Run top-K detection and write ``scores.parquet``, ``metrics.json`` and ``k_sweep.png``.
 
     Args:
@@ -294,8 +362,10 @@ def detect(model_dir: Path, data: Path, out_dir: Path, k: int | None = None, min
         batch_size: Chunks per forward pass.
         device: Torch device.
         data_source: Overrides the one in ``meta.json``.
-        skip_first: Leading keys of every sequence used as context only (0: every key is
-            checked, the first one against the ``<bos>`` prediction).
+        skip_first: Leading keys of every sequence used as context only (1, LogGPT: the first
+            key is never judged; 0 judges it against the ``<bos>`` prediction).
+        judge_eos: Judge the ``<eos>`` after a sequence's last key; None: LogGPT's rule (only
+            for ``block`` windows, see :data:`EOS_JUDGED_KINDS`).
 
     Returns:
         The ``metrics.json`` payload.
@@ -306,10 +376,12 @@ def detect(model_dir: Path, data: Path, out_dir: Path, k: int | None = None, min
     meta = read_meta(data)
     source = data_source or meta.get("params", {}).get("data_source") or "unknown"
     model, tokenizer = load_model(model_dir, device)
-    vocab_size = len(tokenizer)
-    k_requested, k_used = resolve_k(k, source, vocab_size)
-    ks = sorted({cap_k(x, vocab_size) for x in sweep} | {k_used})
-    encoded = [[tokenizer.bos_token_id, *keys_to_ids(tokenizer, list(keys))] for keys in rows["keys"]]
+    vocab_size, vocab_keys = len(tokenizer), n_real_keys(tokenizer)
+    k_requested, k_used = resolve_k(k, source, vocab_keys)
+    ks = sorted({cap_k(x, vocab_keys) for x in sweep} | {k_used})
+    kind = window_kind(meta, source)
+    eos_judged = resolve_judge_eos(judge_eos, kind)
+    encoded = encode_chunks(tokenizer, rows, eos_judged)
     started = time.perf_counter()
     offsets = rows["offset"].to_numpy() if "offset" in rows.columns else np.zeros(len(rows), int)
     skip = np.clip(skip_first - offsets, 0, None)
@@ -332,14 +404,15 @@ def detect(model_dir: Path, data: Path, out_dir: Path, k: int | None = None, min
         "session": {"overall": overall, "per_source": {source: overall}},
         "keyseq": {
             "k": k_used, "k_requested": k_requested, "min_misses": min_misses,
-            "skip_first": skip_first,
-            "vocab_size": vocab_size, "data_source": source, "sweep": sweep_rows,
+            "skip_first": skip_first, "judge_eos": eos_judged, "window_kind": kind,
+            "vocab_size": vocab_size, "n_keys": vocab_keys, "data_source": source,
+            "sweep": sweep_rows,
             "best_k": max(sweep_rows, key=lambda r: (r["f1"], -r["k"]))["k"],
             "chunks": len(rows), "sequences": len(table), "keys": n_keys,
             "seconds": seconds, "sequences_per_s": len(table) / seconds if seconds else None,
             "keys_per_s": n_keys / seconds if seconds else None,
-            "rule": "abnormal when misses (true key outside top-K) > min_misses; chunks of a "
-                    "sequence are summed",
+            "rule": "abnormal when misses (true key, or <eos> when judged, outside top-K) > "
+                    "min_misses; chunks of a sequence are summed",
             "model": str(model_dir), "data": str(data), "device": device,
         },
     }
@@ -371,8 +444,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="abnormal when misses exceed this (default 0: any miss)")
     parser.add_argument("--k-sweep", type=_parse_ks, default=list(DEFAULT_SWEEP),
                         help="comma-separated K values for the sweep")
-    parser.add_argument("--skip-first", type=int, default=0,
-                        help="leading keys per sequence used as context only (default 0)")
+    parser.add_argument("--skip-first", type=int, default=DEFAULT_SKIP_FIRST,
+                        help="leading keys per sequence used as context only (default 1: LogGPT "
+                             "never judges the first key; 0 judges it against the <bos> "
+                             "prediction, a deviation from LogGPT)")
+    parser.add_argument("--judge-eos", action=argparse.BooleanOptionalAction, default=None,
+                        help="judge the <eos> after a sequence's last key (default: LogGPT's "
+                             "rule, only for block sessions such as HDFS, not for time/count "
+                             "windows); --no-judge-eos / --judge-eos force it (deviation)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None,
@@ -397,7 +476,8 @@ def _detect_and_report(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     result = detect(args.model, args.data, args.out, args.k, args.min_misses, args.k_sweep,
-                    args.batch_size, args.device, args.data_source, args.skip_first)
+                    args.batch_size, args.device, args.data_source, args.skip_first,
+                    args.judge_eos)
     overall, ks = result["session"]["overall"], result["keyseq"]
     print(f"K={ks['k']}: precision {overall['precision']:.3f} recall {overall['recall']:.3f} "
           f"F1 {overall['f1']:.3f} on {ks['sequences']} sequences; "

@@ -28,10 +28,13 @@ from reward.labels import ABNORMAL, LABELS, NORMAL, PREDICTIONS, UNKNOWN
 UNKNOWN_CONVENTIONS: tuple[str, ...] = ("wrong", NORMAL)
 
 # What a session does when some of its templates have no prediction (``--missing-template-rule``).
+# ``skip`` is what RationAnomaly's released evaluation does (validation/model_evaluate.py,
+# get_ses_eval: a session with a template outside the test predictions is dropped whole).
 MISSING_TEMPLATE_RULES: dict[str, str] = {
-    "skip": "sessions with any template lacking a prediction are left out (coverage reports them)",
+    "skip": "sessions with any template lacking a prediction are left out (coverage reports "
+            "them; RationAnomaly's rule)",
     UNKNOWN: "a template without a prediction counts as an unknown answer",
-    NORMAL: "a template without a prediction counts as normal (reference behaviour)",
+    NORMAL: "a template without a prediction counts as normal",
     "ignore": "decide from the predicted templates only; sessions with none predicted are left out",
 }
 

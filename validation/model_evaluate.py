@@ -10,6 +10,13 @@ Usage::
 Writes ``metrics.json`` (keys per DESIGN.md), ``metrics.md`` and ``confusion.png`` into ``--out``.
 Answers are re-parsed from ``response`` with :func:`reward.parsing.parse_answer` (the parser the
 training reward uses). ``unknown`` counts as wrong unless ``--unknown-as normal``.
+
+Session level follows RationAnomaly by default (coverage mode ``test_templates``): sessions are
+judged on the predictions of the test split only, and a session holding a template without a
+prediction is skipped (``--missing-template-rule skip``). ``--session-predictions`` (predictions on
+``sessions_templates.parquet``, which also holds templates first seen in the train/val periods)
+opts into coverage mode ``full``, which is not comparable with the paper. ``metrics.json`` records
+the mode in ``session.coverage_mode`` with ``session.sessions_judged`` and ``sessions_skipped``.
 """
 
 from __future__ import annotations
@@ -43,6 +50,18 @@ RUN_METADATA_KEY = b"logrl_run"  # parquet schema metadata key of model_predict'
 PREDICTION_COLUMNS: tuple[str, ...] = ("data_source", "log", "label", "response")
 SESSION_COLUMNS: tuple[str, ...] = ("session_id", "templates", "label")
 
+# Which predictions judge the sessions (metrics.json ``session.coverage_mode``).
+TEST_TEMPLATES = "test_templates"
+FULL_COVERAGE = "full"
+COVERAGE_MODES: dict[str, str] = {
+    TEST_TEMPLATES: "sessions judged on the test split's predictions only (RationAnomaly's "
+                    "protocol)",
+    FULL_COVERAGE: "test predictions completed by --session-predictions, which include templates "
+                   "first seen in the train/val periods (opt-in, not paper-comparable)",
+}
+# The paper's session protocol: test-split predictions, sessions with a missing template dropped.
+PAPER_SESSION_PROTOCOL: tuple[str, str] = (TEST_TEMPLATES, "skip")
+
 # Columns of the --compare table: (header, metrics.json path).
 COMPARE_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("tmpl P", ("template", "overall", "precision")),
@@ -56,6 +75,8 @@ COMPARE_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("sess R", ("session", "overall", "recall")),
     ("sess F1", ("session", "overall", "f1")),
     ("sess coverage", ("session", "overall", "coverage")),
+    ("sess mode", ("session", "coverage_mode")),
+    ("sess judged", ("session", "sessions_judged")),
 )
 
 
@@ -156,8 +177,27 @@ def session_level(
     template_pred: dict[str, str],
     unknown_as: str = "wrong",
     missing_rule: str = "skip",
+    coverage_mode: str = TEST_TEMPLATES,
 ) -> dict[str, Any]:
-    """Session metrics overall (and per ``data_source`` when the sessions file has one)."""
+    """Session metrics overall (and per ``data_source`` when the sessions file has one).
+
+    Args:
+        sessions: Frame from :func:`load_sessions`.
+        template_pred: Template text → prediction.
+        unknown_as: Unknown convention.
+        missing_rule: A key of :data:`validation.metrics.MISSING_TEMPLATE_RULES`.
+        coverage_mode: A key of :data:`COVERAGE_MODES`: which predictions ``template_pred`` holds.
+
+    Returns:
+        ``coverage_mode`` (and what it means), ``paper_comparable`` (the mode and rule are the
+        paper's), ``sessions_judged``, ``sessions_skipped``, ``overall``, ``confusion_matrix`` and
+        ``per_source`` where the sessions have a ``data_source``.
+
+    Raises:
+        ValueError: On an unknown coverage mode or missing-template rule.
+    """
+    if coverage_mode not in COVERAGE_MODES:
+        raise ValueError(f"coverage_mode must be one of {sorted(COVERAGE_MODES)}")
 
     def rows(frame: pd.DataFrame) -> list[tuple[list[str], str]]:
         return [([str(t).strip() for t in ts], lab)
@@ -165,7 +205,15 @@ def session_level(
 
     overall = M.session_metrics(rows(sessions), template_pred, unknown_as, missing_rule)
     gold, pred, _ = M.session_outcomes(rows(sessions), template_pred, missing_rule)
-    result: dict[str, Any] = {"overall": overall, "confusion_matrix": _confusion(gold, pred)}
+    result: dict[str, Any] = {
+        "coverage_mode": coverage_mode,
+        "coverage_mode_means": COVERAGE_MODES[coverage_mode],
+        "paper_comparable": (coverage_mode, missing_rule) == PAPER_SESSION_PROTOCOL,
+        "sessions_judged": len(gold),
+        "sessions_skipped": len(sessions) - len(gold),
+        "overall": overall,
+        "confusion_matrix": _confusion(gold, pred),
+    }
     if "data_source" in sessions.columns:
         result["per_source"] = {
             str(src): M.session_metrics(rows(g), template_pred, unknown_as, missing_rule)
@@ -202,7 +250,9 @@ def evaluate(
         unknown_as: ``wrong`` (default) or ``normal``.
         missing_rule: A key of :data:`validation.metrics.MISSING_TEMPLATE_RULES`.
         session_predictions: Predictions on ``sessions_templates.parquet`` (every template of the
-            test period); session level then uses them, completed by ``predictions``.
+            test period), or ``None`` for the paper's protocol (coverage mode ``test_templates``:
+            sessions judged on ``predictions`` only). When given, session level uses them,
+            completed by ``predictions`` (coverage mode ``full``, not paper-comparable).
 
     Returns:
         ``{"template": …, "session": … | None, "rationale": … | None, "settings": …}``.
@@ -210,9 +260,11 @@ def evaluate(
     session = None
     if sessions is not None:
         template_pred = template_predictions(predictions)
+        mode = TEST_TEMPLATES
         if session_predictions is not None:
             template_pred.update(template_predictions(session_predictions))
-        session = session_level(sessions, template_pred, unknown_as, missing_rule)
+            mode = FULL_COVERAGE
+        session = session_level(sessions, template_pred, unknown_as, missing_rule, mode)
     return {
         "template": template_metrics(predictions, unknown_as),
         "session": session,
@@ -247,14 +299,25 @@ def render_markdown(result: dict[str, Any], title: str = "Evaluation") -> str:
     tmpl = result["template"]
     lines += _table({"overall": tmpl["overall"], **tmpl["per_source"]}, M.METRIC_KEYS)
     if result.get("session"):
-        keys = (*M.METRIC_KEYS, "n_sessions", "coverage", "template_coverage")
-        sess = result["session"]
-        lines += ["", "## Session level", "",
-                  *_table({"overall": sess["overall"], **sess.get("per_source", {})}, keys)]
+        lines += ["", *_session_section(result["session"])]
     if result.get("rationale"):
         lines += ["", "## Rationale quality", "", *_table({"rationale": result["rationale"]},
                                                            ("bleu", "rouge_l", "n"))]
     return "\n".join(lines) + "\n"
+
+
+def _session_section(sess: dict[str, Any]) -> list[str]:
+    """Markdown lines of the session level, headed and labelled by its coverage mode."""
+    mode, overall = sess["coverage_mode"], sess["overall"]
+    paper = "yes" if sess["paper_comparable"] else "no"
+    lines = [f"## Session level, coverage mode `{mode}` (paper-comparable: {paper})", "",
+             f"`{mode}`: {sess['coverage_mode_means']}. Judged **{sess['sessions_judged']}** of "
+             f"{overall['n_sessions']} sessions, skipped **{sess['sessions_skipped']}**.", ""]
+    if not sess["sessions_judged"]:
+        lines += ["No session was judged: every session holds a template without a prediction, "
+                  "so the metrics below are empty (zeros).", ""]
+    keys = (*M.METRIC_KEYS, "n_sessions", "coverage", "template_coverage")
+    return lines + _table({f"overall ({mode})": overall, **sess.get("per_source", {})}, keys)
 
 
 def plot_confusion(result: dict[str, Any], path: Path) -> None:
@@ -319,13 +382,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", type=Path, help="predictions.parquet from model_predict")
     p.add_argument("--sessions", type=Path, help="sessions_test.parquet (session level)")
     p.add_argument("--session-predictions", type=Path,
-                   help="predictions on sessions_templates.parquet: every template of the test "
-                   "sessions, for full session coverage (default: --predictions only)")
+                   help="opt-in coverage mode 'full': predictions on sessions_templates.parquet "
+                   "(every template of the test sessions, including templates first seen in the "
+                   "train/val periods); not paper-comparable. Default: coverage mode "
+                   "'test_templates', sessions judged on --predictions only (RationAnomaly)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--unknown-as", choices=M.UNKNOWN_CONVENTIONS, default="wrong",
                    help="how an unknown answer is scored (default: wrong)")
     p.add_argument("--missing-template-rule", choices=sorted(M.MISSING_TEMPLATE_RULES),
-                   default="skip", help="sessions whose templates lack predictions; "
+                   default="skip", help="sessions whose templates lack predictions (default "
+                   "skip, the paper's); "
                    + "; ".join(f"{k}: {v}" for k, v in M.MISSING_TEMPLATE_RULES.items()))
     p.add_argument("--compare", type=Path, nargs="+", metavar="DIR",
                    help="render one table over these runs' metrics.json (no evaluation)")
@@ -357,16 +423,26 @@ def run(args: argparse.Namespace) -> str:
         "sessions": str(args.sessions) if args.sessions else None,
         "session_predictions": str(args.session_predictions) if args.session_predictions else None,
     }
-    session = result["session"]
-    if session and session["overall"]["coverage"] < 1.0:
-        logger.warning("session coverage %.3f: %d of %d sessions evaluated (rule %s)",
-                       session["overall"]["coverage"], session["overall"]["n"],
-                       session["overall"]["n_sessions"], args.missing_template_rule)
+    _warn_session_coverage(result["session"])
     atomic_write_text(args.out / "metrics.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
     report = render_markdown(result, title=f"Evaluation of {args.predictions.name}")
     atomic_write_text(args.out / "metrics.md", report)
     plot_confusion(result, args.out / "confusion.png")
     return report
+
+
+def _warn_session_coverage(session: dict[str, Any] | None) -> None:
+    """Log how many sessions were judged when some were left out."""
+    if not session or not session["sessions_skipped"]:
+        return
+    overall = session["overall"]
+    logger.warning("session coverage %.3f (mode %s, rule %s): %d of %d sessions judged, %d skipped",
+                   overall["coverage"], session["coverage_mode"], overall["missing_template_rule"],
+                   session["sessions_judged"], overall["n_sessions"], session["sessions_skipped"])
+    if not session["sessions_judged"] and session["coverage_mode"] == TEST_TEMPLATES:
+        logger.warning("no session judged: every test session holds a template outside the test "
+                       "split; --session-predictions gives coverage mode 'full' (not "
+                       "paper-comparable)")
 
 
 def main(argv: list[str] | None = None) -> int:
