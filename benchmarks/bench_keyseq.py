@@ -19,7 +19,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -31,25 +30,29 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
+from logdata.cliargs import add_flag, add_seed_flag, new_parser
 from logdata.keyseq_model import build_keyseq_model
 from logdata.keyseq_vocab import KeyVocab
 from validation.keyseq_detect import cap_k, loop_ranks, n_real_keys, score_chunks
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sequences", type=int, default=256, help="batched: sequences scored")
-    parser.add_argument("--loop-sequences", type=int, default=16, help="loop: sequences scored")
-    parser.add_argument("--length", type=int, default=40, help="keys per sequence")
-    parser.add_argument("--vocab", type=int, default=400, help="keys in the vocabulary")
-    parser.add_argument("--k", type=int, default=80)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--arch", default="loggpt")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (0: torch's default)")
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> int:
+    parser = new_parser(description=__doc__.splitlines()[0])
+    add_flag(parser, "--sequences", type=int, default=256, metavar="N",
+             help="batched: sequences scored")
+    add_flag(parser, "--loop-sequences", type=int, default=16, metavar="N",
+             help="loop: sequences scored")
+    add_flag(parser, "--length", type=int, default=40, metavar="N", help="keys per sequence")
+    add_flag(parser, "--vocab", type=int, default=400, metavar="N", help="keys in the vocabulary")
+    add_flag(parser, "--k", type=int, default=80, help="top-K of the detector")
+    add_flag(parser, "--batch-size", type=int, default=32, metavar="N",
+             help="sequences per forward pass")
+    add_flag(parser, "--arch", default="loggpt", help="next-key model architecture")
+    add_flag(parser, "--device", default="cpu", help="torch device")
+    add_seed_flag(parser, "seed of the random model")
+    add_flag(parser, "--threads", type=int, default=1, metavar="N",
+             help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 

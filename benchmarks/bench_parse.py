@@ -174,20 +174,26 @@ def accuracy_rows(workdir: Path, drain3_python: Path | None) -> list[tuple]:
 
 
 # -- main ------------------------------------------------------------------------------------
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lines", type=int, default=1_000_000, help="parser benchmark lines")
-    parser.add_argument("--drain3-lines", type=int, help="lines for drain3 (default --lines)")
-    parser.add_argument("--prepare-lines", type=int, nargs="*", default=[1_000_000, 5_000_000])
-    parser.add_argument("--workdir", type=Path, default=REPO / "outputs" / "bench_parse")
-    parser.add_argument("--skip-drain3", action="store_true")
-    parser.add_argument("--skip-prepare", action="store_true")
+def main(argv: list[str] | None = None) -> None:
+    sys.path.insert(0, str(REPO))
+    from logdata.cliargs import add_flag, add_out_flag, new_parser
+
+    parser = new_parser(description=__doc__.splitlines()[0])
+    add_flag(parser, "--lines", type=int, default=1_000_000, metavar="N",
+             help="parser benchmark lines")
+    add_flag(parser, "--drain3-lines", type=int, metavar="N",
+             help="lines for drain3 (default --lines)")
+    add_flag(parser, "--prepare-lines", type=int, nargs="*", default=[1_000_000, 5_000_000],
+             metavar="N", help="log sizes timed through prepare")
+    add_out_flag(parser, "folder for the generated logs and results.json", required=False,
+                 default=REPO / "outputs" / "bench_parse", aliases=("--workdir",))
+    add_flag(parser, "--skip-drain3", action="store_true", help="do not run drain3")
+    add_flag(parser, "--skip-prepare", action="store_true", help="do not time prepare")
     parser.add_argument("--worker", choices=("ours", "drain3"), help=argparse.SUPPRESS)
     parser.add_argument("--content", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--dataset", default="bgl", help=argparse.SUPPRESS)
     parser.add_argument("--mask", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    sys.path.insert(0, str(REPO))
+    args = parser.parse_args(argv)
     if args.worker == "ours":
         print(json.dumps(worker_ours(args.content, args.dataset)))
         return
@@ -197,7 +203,7 @@ def main() -> None:
 
     if not SHARED.is_dir():
         raise SystemExit(f"{SHARED} is absent: the parser benchmark needs loghub's BGL 2k")
-    work = args.workdir
+    work = args.out
     work.mkdir(parents=True, exist_ok=True)
     results: dict = {"cpu_count": os.cpu_count()}
     drain3_python = None if args.skip_drain3 else ensure_bench_venv()

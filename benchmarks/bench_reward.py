@@ -21,7 +21,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -39,7 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from reward.labels import ABNORMAL, NORMAL  # noqa: E402  (after the sys.path fallback)
+from logdata.cliargs import add_flag, add_out_flag, new_parser  # noqa: E402  (after the sys.path fallback)
+from reward.labels import ABNORMAL, NORMAL  # noqa: E402
 
 _VOCAB_TEXT = (
     "the log reports a kernel panic on node R02 which indicates fatal hardware failure "
@@ -227,14 +227,16 @@ def components_throughput(samples: list[dict], repeats: int = 3) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=512, help="responses (half correct)")
-    parser.add_argument("--ref-n", type=int, default=48, help="responses the reference runs on")
-    parser.add_argument("--device", default="cpu", help="device for ours (cpu, cuda)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--dtype", default="auto", help="ours: scorer dtype (auto, float32, bfloat16)")
-    parser.add_argument("--int8", action="store_true", help="ours: int8 dynamic quantisation (CPU)")
-    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser = new_parser(description=__doc__.splitlines()[0])
+    add_flag(parser, "--n", type=int, default=512, help="responses (half correct)")
+    add_flag(parser, "--ref-n", type=int, default=48, metavar="N",
+             help="responses the reference runs on")
+    add_flag(parser, "--device", default="cpu", help="device for ours (cpu, cuda)")
+    add_flag(parser, "--threads", type=int, default=2, metavar="N", help="torch CPU threads")
+    add_flag(parser, "--dtype", default="auto", help="ours: scorer dtype (auto, float32, bfloat16)")
+    add_flag(parser, "--int8", action="store_true", help="ours: int8 dynamic quantisation (CPU)")
+    add_out_flag(parser, "also write the numbers here as JSON (default: print only)",
+                 required=False, aliases=("--json",))
     args = parser.parse_args(argv)
     if args.n < 2 or not 0 < args.ref_n <= args.n:
         print("error: need --n >= 2 and 0 < --ref-n <= --n", file=sys.stderr)
@@ -276,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"components without perplexity, 1 thread: {comp_rate:,.0f} responses/s")
     print(f"ours vs fp32 perplexity on 16 thinks: max relative difference {ours['ppl_rel_diff_vs_fp32']:.2%}")
-    if args.json:
-        args.json.write_text(
+    if args.out:
+        args.out.write_text(
             json.dumps(
                 {"reference": ref, "ours": ours, "components_per_s": comp_rate, "scale": scale}, indent=2
             )

@@ -14,7 +14,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import random
@@ -27,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from logdata.cliargs import add_flag, add_progress_flag, add_seed_flag, new_parser  # noqa: E402
 from reward.labels import LABELS  # noqa: E402  (after the sys.path fallback)
 
 PIECES = [
@@ -106,9 +106,10 @@ def random_output(rng: random.Random) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=100_000, help="number of outputs")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = new_parser(description=__doc__.splitlines()[0])
+    add_flag(parser, "--n", type=int, default=100_000, help="number of outputs")
+    add_seed_flag(parser, "seed of the fuzzed outputs")
+    add_progress_flag(parser)
     args = parser.parse_args(argv)
     if args.n <= 0:
         print("error: --n must be positive", file=sys.stderr)
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     errors: Counter[str] = Counter()
     preds: Counter[str] = Counter()
     start = time.perf_counter()
-    for i in tqdm(range(args.n), mininterval=5, desc="fuzz"):
+    for i in tqdm(range(args.n), mininterval=5, desc="fuzz", disable=args.no_progress):
         preset = presets[i % len(presets)]
         extra = {
             "log": random_text(rng, 8) if rng.random() < 0.8 else None,

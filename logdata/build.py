@@ -33,9 +33,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from logdata import windows
+from logdata.cliargs import (
+    add_command,
+    add_flag,
+    add_input_flag,
+    add_out_flag,
+    add_progress_flag,
+    add_seed_flag,
+    add_window_flags,
+)
 from logdata.errors import LogDataError
 from logdata.formats import get_format
-from logdata.io import atomic_path, atomic_write_parquet, atomic_write_text, sha256_file
+from logdata.io import atomic_path, atomic_write_parquet, atomic_write_text, require_file, sha256_file
 from logdata.prompts import SYSTEM_PROMPTS, build_messages
 from logdata.schema import ABILITY, REWARD_STYLE, validate_rl_frame
 from reward.labels import ABNORMAL, NORMAL
@@ -319,8 +328,7 @@ def build_datasets(out_dir: str | Path, params: BuildParams, extra_meta: dict | 
     params.check()
     out = Path(out_dir)
     src = Path(structured) if structured else out / "structured.parquet"
-    if not src.is_file():
-        raise LogDataError(f"{src} does not exist; run parse first")
+    require_file(src, "structured parquet", hint="run parse first")
     templates = label_templates(template_table(src), params.template_label)
     templates["split"] = np.asarray(SPLITS, dtype=object)[split_templates(len(templates),
                                                                            params.split)]
@@ -368,19 +376,24 @@ def build_datasets(out_dir: str | Path, params: BuildParams, extra_meta: dict | 
 
 def add_build_args(parser: argparse.ArgumentParser) -> None:
     """Add the dataset-building options shared by ``build`` and ``prepare``."""
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--prompt", choices=sorted(SYSTEM_PROMPTS), default="cot")
-    parser.add_argument("--train-size", type=int, default=2000)
-    parser.add_argument("--anomaly-ratio", type=float, default=0.15)
-    parser.add_argument("--split", type=float, nargs=3, default=(0.6, 0.2, 0.2),
-                        metavar=("TRAIN", "VAL", "TEST"), help="template shares per split")
-    parser.add_argument("--template-label", choices=("majority", "any"), default="majority")
-    parser.add_argument("--window", choices=("fixed", "time", "block"),
-                        help="session windows (default: the dataset's)")
-    parser.add_argument("--window-size", type=float,
-                        help="lines (fixed, default 100) or seconds (time, default 3600)")
-    parser.add_argument("--window-step", type=float, help="default: the window size")
+    add_seed_flag(parser, "seed of the training-set draw")
+    add_flag(parser, "--prompt", choices=sorted(SYSTEM_PROMPTS), default="cot",
+             help="system prompt of the chat rows (logdata.prompts.SYSTEM_PROMPTS)")
+    add_flag(parser, "--train-size", type=int, default=2000, metavar="N",
+             help="training rows drawn from the train templates")
+    add_flag(parser, "--anomaly-ratio", type=float, default=0.15, metavar="R",
+             help="share of abnormal rows in the training draw")
+    add_flag(parser, "--split", type=float, nargs=3, default=(0.6, 0.2, 0.2),
+             metavar=("TRAIN", "VAL", "TEST"), help="template shares per split")
+    add_flag(parser, "--template-label", choices=("majority", "any"), default="majority",
+             help="a template is abnormal when half (majority) or any of its lines are")
+    add_window_flags(parser, kind_help="test-session windows (default: the dataset's)",
+                     size_help="lines (count, default 100) or seconds (time, default 3600)",
+                     step_help="lines or seconds between window starts (default: the size)")
 
+
+#: ``--window`` kind (:data:`logdata.cliargs.WINDOW_KINDS`) → the build step's own name.
+WINDOW_KIND: dict[str, str] = {"count": "fixed"}
 
 #: Window size used when ``--window`` picks a kind other than the dataset's default.
 DEFAULT_WINDOW_SIZE: dict[str, float] = {"fixed": 100, "time": 3600, "block": 0}
@@ -389,7 +402,7 @@ DEFAULT_WINDOW_SIZE: dict[str, float] = {"fixed": 100, "time": 3600, "block": 0}
 def params_from_args(args: argparse.Namespace) -> BuildParams:
     """Resolve build parameters from CLI arguments and the dataset's defaults."""
     fmt = get_format(args.dataset)
-    window = args.window or fmt.window
+    window = WINDOW_KIND.get(args.window, args.window) or fmt.window
     default_size = fmt.window_size if window == fmt.window else DEFAULT_WINDOW_SIZE[window]
     size = args.window_size if args.window_size is not None else default_size
     step = args.window_step
@@ -408,7 +421,7 @@ def params_from_args(args: argparse.Namespace) -> BuildParams:
 
 def run(args: argparse.Namespace) -> int:
     """Run the ``build`` subcommand."""
-    meta = build_datasets(args.out, params_from_args(args), structured=args.structured)
+    meta = build_datasets(args.out, params_from_args(args), structured=args.input)
     print(f"built {args.out}: rows {meta['rows']}, sessions {meta['sessions_test']['sessions']}")
     return 0
 
@@ -417,10 +430,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``build`` subcommand."""
     from logdata.formats import FORMATS
 
-    parser = subparsers.add_parser("build", help="structured.parquet → VeRL parquet + sessions")
-    parser.add_argument("--dataset", required=True, choices=sorted(FORMATS))
-    parser.add_argument("--out", required=True, type=Path,
-                        help="folder with structured.parquet; outputs go here")
-    parser.add_argument("--structured", type=Path, help="structured.parquet elsewhere")
+    parser = add_command(subparsers, "build", "structured.parquet → VeRL parquet + sessions")
+    add_flag(parser, "--dataset", required=True, choices=sorted(FORMATS), help="log format")
+    add_out_flag(parser, "output folder (also where structured.parquet is read from when "
+                 "--input is not given)")
+    add_input_flag(parser, "structured.parquet (default: <out>/structured.parquet)",
+                   required=False, aliases=("--structured",))
     add_build_args(parser)
+    add_progress_flag(parser, "hide progress bars (build shows none; accepted by every step)")
     parser.set_defaults(func=run)

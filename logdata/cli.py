@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from logdata.cliargs import add_flag, new_parser
 from logdata.errors import EXIT_USAGE, LogDataError, run_cli
 
 COMMANDS: dict[str, str] = {
@@ -29,10 +30,9 @@ COMMANDS: dict[str, str] = {
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     """Return the top-level parser; only the requested subcommand's module is imported."""
-    parser = argparse.ArgumentParser(
-        prog="python -m logdata",
-        description="LogRL data stage: raw logs → templates → labels → VeRL parquet.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser = new_parser("python -m logdata",
+                        "LogRL data stage: raw logs → templates → labels → VeRL parquet.")
+    add_flag(parser, "-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
     wanted = [a for a in argv if a in COMMANDS][:1] or list(COMMANDS)
     for name in COMMANDS:

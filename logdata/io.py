@@ -1,4 +1,4 @@
-"""Atomic file writes (text, JSON-ready text, parquet with run metadata) and checksums."""
+"""Atomic file writes (text, JSON-ready text, parquet with run metadata), checksums, path checks."""
 
 from __future__ import annotations
 
@@ -110,3 +110,55 @@ def sha256_file(path: str | Path, block: int = 1 << 22) -> str:
         while chunk := fh.read(block):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def require_file(path: str | Path, what: str = "input", error: type[Exception] | None = None,
+                 hint: str = "") -> Path:
+    """Return ``path`` when it is an existing file; else raise one line naming the problem.
+
+    Args:
+        path: The path a command was given.
+        what: What the file is, for the message (``"data file"``, ``"--input"`` …).
+        error: Exception type to raise (default :class:`~logdata.errors.LogDataError`).
+        hint: Appended to the message when the file does not exist (``"run parse first"``).
+
+    Raises:
+        LogDataError: (or ``error``) ``<what> <path> is a directory, expected a file``, ``…
+            does not exist`` or ``… is not a regular file``.
+
+    >>> require_file(".")
+    Traceback (most recent call last):
+    logdata.errors.LogDataError: input . is a directory, expected a file
+    """
+    from logdata.errors import LogDataError
+
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        problem = "is a directory, expected a file"
+    elif path.exists():
+        problem = "is not a regular file"
+    else:
+        problem = "does not exist" + (f"; {hint}" if hint else "")
+    raise (error or LogDataError)(f"{what} {path} {problem}")
+
+
+def require_dir(path: str | Path, what: str = "input", error: type[Exception] | None = None) -> Path:
+    """Return ``path`` when it is an existing folder; else raise one line naming the problem.
+
+    Raises:
+        LogDataError: (or ``error``) ``<what> <path> is a file, expected a folder`` or ``…
+            does not exist``.
+
+    >>> require_dir("/dev/null")
+    Traceback (most recent call last):
+    logdata.errors.LogDataError: input /dev/null is a file, expected a folder
+    """
+    from logdata.errors import LogDataError
+
+    path = Path(path)
+    if path.is_dir():
+        return path
+    problem = "is a file, expected a folder" if path.exists() else "does not exist"
+    raise (error or LogDataError)(f"{what} {path} {problem}")

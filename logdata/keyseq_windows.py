@@ -199,7 +199,8 @@ def time_windows(frame: pd.DataFrame, size: float, step: float, min_events: int 
 def count_windows(frame: pd.DataFrame, size: int, step: int, min_events: int = 2) -> pd.DataFrame:
     """Cut the log into sliding windows of ``size`` consecutive lines every ``step`` lines.
 
-    The last windows may be shorter than ``size``; they are kept when they reach ``min_events``.
+    :func:`logdata.windows.fixed_windows` with ``tail="all"``: the last windows may be shorter
+    than ``size``; they are kept when they reach ``min_events``.
 
     Args:
         frame: Structured log with ``event_id`` and ``label`` (``line_no`` orders it).
@@ -220,8 +221,7 @@ def count_windows(frame: pd.DataFrame, size: int, step: int, min_events: int = 2
     ordered = _ordered(frame)
     keys, abnormal = _keys_and_labels(ordered)
     n = len(keys)
-    starts = np.arange(0, max(n, 0), step, dtype=np.int64)
-    ends = np.minimum(starts + size, n)
+    starts, ends = windows.fixed_windows(n, size, step, tail="all")
     first = _start_values(ordered)
     ids = [f"count-{i}" for i in range(len(starts))]
     return _from_bounds(keys, abnormal, starts, ends, ids, first[starts] if n else first, min_events)

@@ -21,10 +21,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from logdata.cliargs import add_command, add_flag, add_input_flag, add_out_flag, add_progress_flag
 from logdata.drain import MinerSettings, TemplateMiner, event_id
 from logdata.errors import LogDataError
 from logdata.formats import DRAIN_PRESETS, DatasetFormat, check_masks, get_format, with_drain_preset
-from logdata.io import atomic_path, atomic_write_text, scratch_path, sha256_file
+from logdata.io import atomic_path, atomic_write_text, require_file, scratch_path, sha256_file
 from logdata.readers import ReadStats, iter_raw, iter_structured_csv, load_block_labels
 
 logger = logging.getLogger(__name__)
@@ -85,8 +86,7 @@ def parse_file(
     fmt = with_drain_preset(get_format(dataset), drain_preset)
     check_masks(fmt.masks)
     src = Path(input_path)
-    if not src.is_file():
-        raise LogDataError(f"input {src} does not exist or is not a file")
+    require_file(src, "input")
     if src.stat().st_size == 0:
         raise LogDataError(f"input {src} is empty")
     out = Path(out_dir)
@@ -196,16 +196,16 @@ def add_input_args(parser: argparse.ArgumentParser) -> None:
     """Add the options shared by ``parse`` and ``prepare``."""
     from logdata.formats import FORMATS
 
-    parser.add_argument("--dataset", required=True, choices=sorted(FORMATS))
-    parser.add_argument("--input", required=True, type=Path,
-                        help="raw log file, or a loghub *_structured.csv")
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--labels", type=Path, help="HDFS anomaly_label.csv (BlockId,Label)")
-    parser.add_argument("--templates-in", type=Path,
-                        help="templates.json of an earlier run: reuse its template ids")
-    parser.add_argument("--reparse", action="store_true",
-                        help="mine templates from Content even when a CSV has EventTemplate")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_flag(parser, "--dataset", required=True, choices=sorted(FORMATS), help="log format")
+    add_input_flag(parser, "raw log file, or a loghub *_structured.csv")
+    add_out_flag(parser, "output folder")
+    add_flag(parser, "--labels", type=Path, metavar="PATH",
+             help="HDFS anomaly_label.csv (BlockId,Label); default: none")
+    add_flag(parser, "--templates-in", type=Path, metavar="PATH",
+             help="templates.json of an earlier run: reuse its template ids (default: none)")
+    add_flag(parser, "--reparse", action="store_true",
+             help="mine templates from Content even when a CSV has EventTemplate")
+    add_progress_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -219,9 +219,9 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``parse`` subcommand."""
-    parser = subparsers.add_parser("parse", help="raw log → structured.parquet + templates")
+    parser = add_command(subparsers, "parse", "raw log → structured.parquet + templates")
     add_input_args(parser)
-    parser.add_argument("--drain-preset", choices=DRAIN_PRESETS, default="default",
-                        help="Drain depth/similarity: the dataset's own (default; Thunderbird 4 / "
-                             "0.5 as in loghub's benchmark) or LogGPT's (Thunderbird 2 / 0.3)")
+    add_flag(parser, "--drain-preset", choices=DRAIN_PRESETS, default="default",
+             help="Drain depth/similarity: the dataset's own (default; Thunderbird 4 / 0.5 as in "
+                  "loghub's benchmark) or LogGPT's (Thunderbird 2 / 0.3)")
     parser.set_defaults(func=run)

@@ -20,8 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from logdata.cliargs import add_command, add_flag, add_input_flag, add_out_flag, add_progress_flag
 from logdata.errors import LogDataError
-from logdata.io import atomic_path, atomic_write_text
+from logdata.io import atomic_path, atomic_write_text, require_file
 from reward.labels import ABNORMAL, NORMAL, is_label
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ def load_patch(path: str | Path) -> dict[str, str]:
         LogDataError: when the file is unreadable, not a list of patch records, has a bad label
             or corrects one template in two directions.
     """
+    require_file(path, "patch")
     try:
         records = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -127,8 +129,8 @@ def apply_patch(structured: str | Path, patch_path: str | Path,
     Raises:
         LogDataError: for an unreadable structured file or patch.
     """
+    src = require_file(structured, "structured parquet")
     patch = load_patch(patch_path)
-    src = Path(structured)
     try:
         source = pq.ParquetFile(src)
     except (OSError, pa.ArrowInvalid) as exc:
@@ -158,8 +160,8 @@ def apply_patch(structured: str | Path, patch_path: str | Path,
 
 def run(args: argparse.Namespace) -> int:
     """Run the ``patch`` subcommand."""
-    report = apply_patch(args.structured, args.patch, args.output)
-    target = Path(args.output or args.structured)
+    report = apply_patch(args.input, args.patch, args.out)
+    target = Path(args.out or args.input)
     atomic_write_text(target.parent / REPORT, json.dumps(report.to_json(), indent=2) + "\n")
     print(f"patched {target}: {report.summary()}")
     return 0
@@ -167,8 +169,10 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``patch`` subcommand."""
-    parser = subparsers.add_parser("patch", help="rectify labels with a RationAnomaly patch")
-    parser.add_argument("--structured", required=True, type=Path, help="structured.parquet")
-    parser.add_argument("--patch", required=True, type=Path, help="patch JSON")
-    parser.add_argument("--output", type=Path, help="write here instead of in place")
+    parser = add_command(subparsers, "patch", "rectify labels with a RationAnomaly patch")
+    add_input_flag(parser, "structured.parquet to patch", aliases=("--structured",))
+    add_flag(parser, "--patch", required=True, type=Path, metavar="PATH", help="patch JSON")
+    add_out_flag(parser, "patched parquet to write (default: --input, patched in place)",
+                 required=False, aliases=("--output",))
+    add_progress_flag(parser, "hide progress bars (patch shows none; accepted by every step)")
     parser.set_defaults(func=run)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from logdata.build import add_build_args, build_datasets, params_from_args
+from logdata.cliargs import add_command, add_flag
 from logdata.io import sha256_file
 from logdata.parse import add_input_args, parse_file
 from logdata.patch import apply_patch, load_patch
@@ -72,9 +73,10 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``prepare`` subcommand."""
-    parser = subparsers.add_parser(
-        "prepare", help="raw log → structured.parquet, templates, VeRL parquet, sessions, meta")
+    parser = add_command(
+        subparsers, "prepare", "raw log → structured.parquet, templates, VeRL parquet, sessions, meta")
     add_input_args(parser)
-    parser.add_argument("--patch", type=Path, help="RationAnomaly label patch (JSON)")
+    add_flag(parser, "--patch", type=Path, metavar="PATH",
+             help="RationAnomaly label patch (JSON); default: none")
     add_build_args(parser)
     parser.set_defaults(func=run)

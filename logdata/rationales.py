@@ -1,6 +1,6 @@
 """Rationale distillation: a teacher explains each training log's (rectified) label → SFT chat parquet.
 
-``python -m logdata rationales --teacher T --in train.parquet --out sft.parquet`` where ``T`` is
+``python -m logdata rationales --teacher T --input train.parquet --out sft.parquet`` where ``T`` is
 
 * an OpenAI-compatible endpoint (``http://host:8000/v1``, a vLLM server or any service) with
   ``--teacher-model NAME``; the API key is read from ``$OPENAI_API_KEY`` (or ``--api-key-env VAR``)
@@ -40,10 +40,12 @@ from typing import Any, Protocol
 import pandas as pd
 from tqdm import tqdm
 
+from logdata.cliargs import add_command, add_flag, add_input_flag, add_out_flag, add_progress_flag
 from logdata.errors import LogDataError
-from logdata.io import atomic_path
+from logdata.io import atomic_write_parquet, require_file
 from reward.labels import ABNORMAL, LABELS
 from reward.parsing import extract_think, parse_answer
+from reward.plain import plain
 
 logger = logging.getLogger(__name__)
 
@@ -390,29 +392,12 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     Raises:
         LogDataError: When the file is missing or lacks ``prompt``/``reward_model``.
     """
-    if not path.is_file():
-        raise LogDataError(f"input parquet not found: {path}")
+    require_file(path, "input parquet")
     frame = pd.read_parquet(path)
     missing = {"prompt", "reward_model"} - set(frame.columns)
     if missing:
         raise LogDataError(f"{path} lacks column(s) {sorted(missing)}")
-    return [_plain(r) for r in frame.to_dict("records")]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if hasattr(value, "tolist") and not isinstance(value, str):
-        return _plain(value.tolist())
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` atomically."""
-    with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
+    return [plain(r) for r in frame.to_dict("records")]
 
 
 def make_teacher(args: argparse.Namespace) -> Teacher:
@@ -449,42 +434,50 @@ def run(args: argparse.Namespace) -> int:
     frame = sft_frame(rows, done)
     if frame.empty:
         raise LogDataError(f"no rationale kept ({stats.line()}); check the teacher")
-    write_parquet(frame, out)
+    atomic_write_parquet(frame, out)
     print(f"wrote {len(frame):,} rationales to {out}")
     print(f"  {stats.line()}")
     if args.merge_into:
         target = Path(args.merge_into)
         merged, hits = merge_rationales(pd.DataFrame(read_rows(target)), frame)
-        write_parquet(merged, Path(args.merged_out or target))
+        atomic_write_parquet(merged, Path(args.merged_out or target))
         print(f"  merged {hits:,} rationales into {args.merged_out or target}")
     return 1 if stats.failed else 0
 
 
 def register(subparsers: Any) -> None:
     """Add the ``rationales`` subcommand to ``python -m logdata``."""
-    parser = subparsers.add_parser(
-        "rationales", help="distil teacher rationales into an SFT chat parquet",
-        description=__doc__.split("\n\n")[0],
-    )
-    parser.add_argument("--teacher", required=True,
-                        help="http(s)://host:port/v1 (OpenAI-compatible), a local HF model folder, "
-                             "or 'template' (rule-based, smoke runs only)")
-    parser.add_argument("--teacher-model", default=None, help="model name for an endpoint")
-    parser.add_argument("--api-key-env", default="OPENAI_API_KEY",
-                        help="environment variable holding the API key (never written anywhere)")
-    parser.add_argument("--in", dest="input", required=True, help="RL parquet (train.parquet)")
-    parser.add_argument("--out", required=True, help="SFT chat parquet to write")
-    parser.add_argument("--sidecar", default=None, help="resume file (default: <out>.parts.jsonl)")
-    parser.add_argument("--concurrency", type=int, default=8, help="parallel teacher requests")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
-    parser.add_argument("--retries", type=int, default=3, help="retries per row after a failure")
-    parser.add_argument("--backoff", type=float, default=1.0, help="first retry delay (doubles)")
-    parser.add_argument("--temperature", type=float, default=0.7, help="teacher sampling temperature")
-    parser.add_argument("--max-tokens", type=int, default=512, help="teacher reply budget")
-    parser.add_argument("--merge-into", default=None,
-                        help="RL parquet to receive extra_info.reference_rationale")
-    parser.add_argument("--merged-out", default=None, help="where to write it (default: in place)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser = add_command(subparsers, "rationales",
+                         "distil teacher rationales into an SFT chat parquet",
+                         description=__doc__.split("\n\n")[0])
+    add_flag(parser, "--teacher", required=True,
+             help="http(s)://host:port/v1 (OpenAI-compatible), a local HF model folder, "
+                  "or 'template' (rule-based, smoke runs only)")
+    add_flag(parser, "--teacher-model", default=None,
+             help="model name for an endpoint (required with a URL; default: none)")
+    add_flag(parser, "--api-key-env", default="OPENAI_API_KEY", metavar="NAME",
+             help="environment variable holding the API key (never written anywhere)")
+    add_input_flag(parser, "RL parquet (train.parquet)", aliases=("--in",))
+    add_out_flag(parser, "SFT chat parquet to write")
+    add_flag(parser, "--sidecar", type=Path, default=None, metavar="PATH",
+             help="resume file (default: <out>.parts.jsonl)")
+    add_flag(parser, "--concurrency", type=int, default=8, metavar="N",
+             help="parallel teacher requests")
+    add_flag(parser, "--timeout", type=float, default=60.0, metavar="SECONDS",
+             help="seconds per request")
+    add_flag(parser, "--retries", type=int, default=3, metavar="N",
+             help="retries per row after a failure")
+    add_flag(parser, "--backoff", type=float, default=1.0, metavar="SECONDS",
+             help="first retry delay (doubles)")
+    add_flag(parser, "--temperature", type=float, default=0.7,
+             help="teacher sampling temperature")
+    add_flag(parser, "--max-tokens", type=int, default=512, metavar="N",
+             help="teacher reply budget")
+    add_flag(parser, "--merge-into", type=Path, default=None, metavar="PATH",
+             help="RL parquet to receive extra_info.reference_rationale (default: none)")
+    add_flag(parser, "--merged-out", type=Path, default=None, metavar="PATH",
+             help="where to write it (default: in place)")
+    add_progress_flag(parser)
     parser.set_defaults(func=run)
 
 

@@ -1,6 +1,6 @@
 """Log-key sequence datasets for next-key models (LogGPT / LogNEO).
 
-``python -m logdata sequences --structured structured.parquet --out DIR`` turns the data stage's
+``python -m logdata sequences --input structured.parquet --out DIR`` turns the data stage's
 structured log into:
 
 * ``train.parquet``, ``val.parquet``, ``test.parquet``: one row per sequence chunk, columns
@@ -50,9 +50,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from logdata.cliargs import (
+    add_command,
+    add_flag,
+    add_input_flag,
+    add_out_flag,
+    add_progress_flag,
+    add_seed_flag,
+    add_window_flags,
+)
 from logdata.errors import LogDataError
 from logdata.formats import LOGGPT_DRAIN
-from logdata.io import atomic_write_parquet, atomic_write_text, read_parquet, sha256_file
+from logdata.io import (
+    atomic_write_parquet,
+    atomic_write_text,
+    read_parquet,
+    require_file,
+    sha256_file,
+)
 from logdata.keyseq_model import LOGGPT_CONTEXT
 from logdata.keyseq_vocab import UNK, KeyVocab
 from logdata.keyseq_windows import TIME_GRIDS, WindowSpec, build_sequences
@@ -326,11 +341,6 @@ def rl_rows(rows: pd.DataFrame, split: str, vocab: KeyVocab, data_source: str,
     return pd.DataFrame.from_records(records, columns=list(REQUIRED_COLUMNS))
 
 
-def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    """Write ``frame`` to ``path`` atomically (temp file in the same folder, then rename)."""
-    return atomic_write_parquet(frame, path)
-
-
 def _split_stats(rows: pd.DataFrame) -> dict[str, Any]:
     """Counts of one split for ``meta.json``."""
     per_seq = rows.drop_duplicates("sequence_id")
@@ -383,13 +393,13 @@ def build_sequence_datasets(frame: pd.DataFrame, out_dir: Path, config: Sequence
         rows["key_ids"] = [vocab.encode(keys) for keys in rows["keys"]]
         rows = rows[ROW_COLUMNS].reset_index(drop=True)
         chunked[name] = rows
-        write_parquet(rows, out_dir / f"{name}.parquet")
+        atomic_write_parquet(rows, out_dir / f"{name}.parquet")
         unknown = sum(ids.count(vocab.id_of(UNK)) for ids in rows["key_ids"])
         stats[name] = {**_split_stats(rows), "unknown_keys": unknown}
     vocab.save(out_dir / "vocab.json")
     for name, rl_name in (("train", "rl_train"), ("test", "rl_test")):
         rl = rl_rows(chunked[name], name, vocab, config.data_source, config.prefix_ratio)
-        write_parquet(rl, out_dir / f"{rl_name}.parquet")
+        atomic_write_parquet(rl, out_dir / f"{rl_name}.parquet")
         stats[rl_name] = {"rows": len(rl)}
     params = asdict(config)
     meta = {
@@ -447,7 +457,7 @@ def _window_spec(args: argparse.Namespace, data_source: str) -> WindowSpec:
     return WindowSpec(
         kind=base.kind,
         size=base.size if args.window_size is None else args.window_size,
-        step=base.step if args.step is None else args.step,
+        step=base.step if args.window_step is None else args.window_step,
         min_events=base.min_events if args.min_events is None else args.min_events,
         grid=args.time_grid,
     )
@@ -455,53 +465,56 @@ def _window_spec(args: argparse.Namespace, data_source: str) -> WindowSpec:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``sequences`` subcommand to the ``python -m logdata`` parser."""
-    parser = subparsers.add_parser(
-        "sequences", help="log-key sequences, vocabulary and RL prefixes for next-key models",
+    parser = add_command(
+        subparsers, "sequences", "log-key sequences, vocabulary and RL prefixes for next-key models",
         description=__doc__.split("\n\n")[0])
-    parser.add_argument("--structured", type=Path, required=True, help="structured.parquet")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="loggpt")
-    parser.add_argument("--window", choices=sorted(KIND_DEFAULTS), default=None,
-                        help="default: block for hdfs, time otherwise")
-    parser.add_argument("--window-size", type=float, default=None,
-                        help="seconds (time) or lines (count); default 60 / 100")
-    parser.add_argument("--step", type=float, default=None, help="default 30 s / 100 lines")
-    parser.add_argument("--min-events", type=int, default=None,
-                        help="drop shorter sequences (default 2; 1 for blocks)")
-    parser.add_argument("--context", type=int, default=None,
-                        help="model context in tokens (default: 512, LogGPT's max_lens, for "
-                             "--protocol loggpt; 1024 for chronological)")
-    parser.add_argument("--long-sequences", choices=LONG_SEQUENCES, default=None,
-                        help="sequences longer than the context - 2 keys: drop them (default for "
-                             "loggpt, as LogGPT does) or split them into chunks (default for "
-                             "chronological; a deviation from LogGPT under --protocol loggpt)")
-    parser.add_argument("--time-grid", choices=sorted(TIME_GRIDS), default=None,
-                        help="time windows: loggpt (LogGPT's: whole seconds, [t, t + size] closed; "
-                             "default for --protocol loggpt) or half_open ([t, t + size); default "
-                             "for chronological)")
-    parser.add_argument("--prefix-ratio", type=float, default=0.2, help="RL prompt share")
-    parser.add_argument("--n-train", type=int, default=5000, help="LogGPT normal draw")
-    parser.add_argument("--val-ratio", type=float, default=0.1)
-    parser.add_argument("--train-ratio", type=float, default=0.8, help="chronological only")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-source", choices=KNOWN_SOURCES, default=None,
-                        help="default: guessed from the path")
+    add_input_flag(parser, "structured.parquet", aliases=("--structured",))
+    add_out_flag(parser, "output folder")
+    add_flag(parser, "--protocol", choices=sorted(PROTOCOLS), default="loggpt",
+             help="split protocol: loggpt (LogGPT's normal draw) or chronological")
+    add_window_flags(parser, kind_help="sequence windows (default: block for hdfs, time otherwise)",
+                     size_help="seconds (time) or lines (count); default 60 / 100",
+                     step_help="seconds or lines between window starts; default 30 / 100")
+    add_flag(parser, "--min-events", type=int, default=None, metavar="N",
+             help="drop shorter sequences (default 2; 1 for blocks)")
+    add_flag(parser, "--context", type=int, default=None, metavar="N",
+             help="model context in tokens (default: 512, LogGPT's max_lens, for "
+                  "--protocol loggpt; 1024 for chronological)")
+    add_flag(parser, "--long-sequences", choices=LONG_SEQUENCES, default=None,
+             help="sequences longer than the context - 2 keys: drop them (default for "
+                  "loggpt, as LogGPT does) or split them into chunks (default for "
+                  "chronological; a deviation from LogGPT under --protocol loggpt)")
+    add_flag(parser, "--time-grid", choices=sorted(TIME_GRIDS), default=None,
+             help="time windows: loggpt (LogGPT's: whole seconds, [t, t + size] closed; "
+                  "default for --protocol loggpt) or half_open ([t, t + size); default "
+                  "for chronological)")
+    add_flag(parser, "--prefix-ratio", type=float, default=0.2, metavar="R",
+             help="share of a sequence's keys given as the RL prompt")
+    add_flag(parser, "--n-train", type=int, default=5000, metavar="N",
+             help="normal sequences drawn for train+val (loggpt protocol)")
+    add_flag(parser, "--val-ratio", type=float, default=0.1, metavar="R",
+             help="validation share of the training draw (or period)")
+    add_flag(parser, "--train-ratio", type=float, default=0.8, metavar="R",
+             help="training period share (chronological protocol only)")
+    add_seed_flag(parser, "seed of the loggpt draw")
+    add_flag(parser, "--data-source", choices=KNOWN_SOURCES, default=None,
+             help="default: guessed from the path")
+    add_progress_flag(parser, "hide progress bars (sequences shows none; accepted by every step)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the ``sequences`` subcommand; returns the exit status."""
-    if not args.structured.is_file():
-        raise LogDataError(f"structured parquet not found: {args.structured}")
-    frame = read_parquet(args.structured)
-    data_source = args.data_source or infer_data_source(args.structured, frame)
+    require_file(args.input, "structured parquet")
+    frame = read_parquet(args.input)
+    data_source = args.data_source or infer_data_source(args.input, frame)
     config = SequenceConfig(
         data_source=data_source, window=_window_spec(args, data_source), protocol=args.protocol,
         context=args.context, long_sequences=args.long_sequences,
         prefix_ratio=args.prefix_ratio, seed=args.seed,
         n_train=args.n_train, val_ratio=args.val_ratio, train_ratio=args.train_ratio,
     )
-    meta = build_sequence_datasets(frame, args.out, config, source=args.structured)
+    meta = build_sequence_datasets(frame, args.out, config, source=args.input)
     counts = ", ".join(f"{k} {v['rows']}" for k, v in meta["counts"].items())
     print(f"wrote {args.out}: {counts}; vocab {meta['vocab_size']} tokens")
     return 0

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from logdata.cliargs import add_command, add_flag, add_out_flag, add_progress_flag, add_seed_flag
 from logdata.errors import LogDataError
 from logdata.io import atomic_path
 
@@ -411,14 +412,14 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``synthetic`` subcommand."""
-    parser = subparsers.add_parser("synthetic", help="generate synthetic BGL-/HDFS-like logs")
-    parser.add_argument("--out", required=True, type=Path, help="output log file")
-    parser.add_argument("--lines", type=int, default=100_000)
-    parser.add_argument("--format", choices=FORMATS, default="bgl")
-    parser.add_argument("--anomaly-rate", type=float, default=0.05,
-                        help="share of abnormal workflows (jobs, blocks)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true")
+    parser = add_command(subparsers, "synthetic", "generate synthetic BGL-/HDFS-like logs")
+    add_out_flag(parser, "output log file (hdfs also writes anomaly_label.csv beside it)")
+    add_flag(parser, "--lines", type=int, default=100_000, metavar="N", help="log lines to write")
+    add_flag(parser, "--format", choices=FORMATS, default="bgl", help="log format to imitate")
+    add_flag(parser, "--anomaly-rate", type=float, default=0.05, metavar="R",
+             help="share of abnormal workflows (jobs, blocks)")
+    add_seed_flag(parser)
+    add_progress_flag(parser)
     parser.set_defaults(func=run)
 
 

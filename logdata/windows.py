@@ -10,32 +10,48 @@ import numpy as np
 
 from logdata.errors import LogDataError
 
+#: What happens to the last windows when lines run out (see :func:`fixed_windows`).
+TAIL_RULES = ("partial", "all", "full")
+
 
 def fixed_windows(n_lines: int, size: int = 100, step: int | None = None,
-                  keep_partial: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Windows of exactly ``size`` lines every ``step`` lines (``step`` defaults to ``size``).
+                  tail: str = "partial") -> tuple[np.ndarray, np.ndarray]:
+    """Windows of ``size`` consecutive lines every ``step`` lines (``step`` defaults to ``size``).
 
-    The last window is shorter when lines run out; ``keep_partial=False`` drops it.
+    The one line-count window of both tracks (template sessions, key sequences); ``tail`` says
+    what happens when lines run out before a window is full:
+
+    * ``partial`` (sessions): keep a shorter last window, unless it lies wholly inside the
+      previous one (overlapping windows would repeat the same lines);
+    * ``all`` (key sequences): keep every shorter window, one per start (callers drop the ones
+      below their minimum length);
+    * ``full``: keep only windows of exactly ``size`` lines.
+
+    Raises:
+        LogDataError: ``size`` or ``step`` below 1, or an unknown ``tail``.
 
     >>> [a.tolist() for a in fixed_windows(250, 100)]
     [[0, 100, 200], [100, 200, 250]]
+    >>> [a.tolist() for a in fixed_windows(5, 3, 1, tail="all")], [a.tolist() for a in fixed_windows(5, 3, 1)]
+    ([[0, 1, 2, 3, 4], [3, 4, 5, 5, 5]], [[0, 1, 2], [3, 4, 5]])
     """
     step = size if step is None else step
     if size < 1 or step < 1:
         raise LogDataError(f"window size and step must be >= 1, got {size} and {step}")
+    if tail not in TAIL_RULES:
+        raise LogDataError(f"unknown window tail rule {tail!r}; choose from {TAIL_RULES}")
     if n_lines <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     starts = np.arange(0, n_lines, step, dtype=np.int64)
     ends = np.minimum(starts + size, n_lines)
-    if not keep_partial:
-        full = ends - starts == size
-        starts, ends = starts[full], ends[full]
-    else:
-        # drop windows wholly contained in the previous one (tail of overlapping windows)
+    if tail == "full":
+        keep = ends - starts == size
+    elif tail == "partial":
         keep = np.ones(len(starts), bool)
         keep[1:] = ends[1:] > ends[:-1]
-        starts, ends = starts[keep], ends[keep]
-    return starts, ends
+    else:
+        keep = np.ones(len(starts), bool)
+    return starts[keep], ends[keep]
 
 
 def time_window_grid(timestamps: np.ndarray, size: float, step: float | None = None

@@ -33,6 +33,7 @@ from typing import Any
 from reward.class_weights import parse_class_weights
 from reward.components import CorrectnessReward, _ModelComponent
 from reward.context import ScoreContext
+from reward.plain import plain
 from reward.presets import COMPONENT_DEFAULTS, DEFAULT_PRESET, GATE_CORRECT, PRESETS, Term
 from reward.registry import Component, build_component
 
@@ -58,17 +59,6 @@ class ActiveTerm:
     weight: float
     gate: str
     component: Component
-
-
-def _plain(value: Any) -> Any:
-    """Convert Mapping/sequence containers (e.g. OmegaConf) into plain dicts and lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return value.item()
-    return value
 
 
 def _warn_once(topic: str, message: str, *args: Any) -> None:
@@ -100,7 +90,7 @@ def resolve_terms(reward_kwargs: Mapping[str, Any]) -> dict[str, Term]:
     Raises:
         ValueError: Unknown preset, keyword or component.
     """
-    kwargs = _plain(dict(reward_kwargs))
+    kwargs = plain(dict(reward_kwargs))
     unknown = set(kwargs) - KNOWN_KWARGS - IGNORED_KWARGS
     if unknown:
         raise ValueError(f"unknown reward_kwargs {sorted(unknown)}; known: {sorted(KNOWN_KWARGS)}")
@@ -270,7 +260,7 @@ def get_composite(reward_kwargs: Mapping[str, Any] | None = None) -> CompositeRe
     Raises:
         ValueError: Bad configuration (unknown preset, component, keyword or parameter).
     """
-    kwargs = {k: v for k, v in _plain(dict(reward_kwargs or {})).items() if k not in IGNORED_KWARGS}
+    kwargs = {k: v for k, v in plain(dict(reward_kwargs or {})).items() if k not in IGNORED_KWARGS}
     key = json.dumps(kwargs, sort_keys=True, default=str)
     with _CACHE_LOCK:
         composite = _CACHE.get(key)

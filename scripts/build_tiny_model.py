@@ -25,6 +25,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from logdata.cliargs import add_flag, add_out_flag, add_seed_flag, new_parser
+from logdata.io import require_file
+
 logger = logging.getLogger("build_tiny_model")
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -206,24 +209,32 @@ def corpus_texts(path: Path | None) -> list[str]:
     return texts
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = new_parser(description=__doc__.split("\n\n")[0])
+    add_out_flag(parser, "output folder")
+    add_flag(parser, "--corpus", type=Path, default=None, metavar="PATH",
+             help="text or parquet for the tokenizer (default: a small built-in text)")
+    add_flag(parser, "--arch", default="qwen2", choices=sorted(ARCHITECTURES),
+             help="model architecture")
+    add_flag(parser, "--vocab-size", type=int, default=512, metavar="N",
+             help="tokenizer vocabulary size")
+    add_flag(parser, "--hidden", type=int, default=64, metavar="N", help="hidden size")
+    add_flag(parser, "--layers", type=int, default=2, metavar="N", help="transformer layers")
+    add_flag(parser, "--heads", type=int, default=4, metavar="N", help="attention heads")
+    add_flag(parser, "--max-positions", type=int, default=2048, metavar="N",
+             help="maximum sequence length")
+    add_seed_flag(parser, "seed of the random initialisation")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--corpus", type=Path, default=None, help="text or parquet for the tokenizer")
-    parser.add_argument("--arch", default="qwen2", choices=sorted(ARCHITECTURES))
-    parser.add_argument("--vocab-size", type=int, default=512)
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--max-positions", type=int, default=2048)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.corpus is not None and not args.corpus.is_file():
-        print(f"error: corpus {args.corpus} does not exist", file=sys.stderr)
-        return 2
     try:
+        if args.corpus is not None:
+            require_file(args.corpus, "corpus", ValueError)
         out = build_tiny_causal_lm(
             args.out, corpus_texts(args.corpus), arch=args.arch, vocab_size=args.vocab_size,
             hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads, seed=args.seed,

@@ -10,11 +10,12 @@
 # template and session level, sessions twice: the paper's protocol (test-split predictions only,
 # sessions with another template skipped; eval/) and the opt-in full coverage (every template of
 # the test sessions, also those first seen in training; eval_full/, not paper-comparable) →
-# training-curve PNG. The synthetic logs have a few hundred
+# training-curve PNGs (SFT, GRPO). The synthetic logs have a few hundred
 # templates whose alert wording generalises, so a ~0.4M-parameter model trained for a few
 # minutes on CPU learns something; it is still a smoke-scale run, not the method at scale.
-# Knobs: DEMO_DIR, DEMO_SEED, DEMO_LINES, DEMO_ANOMALY_RATE, DEMO_HIDDEN, DEMO_LAYERS,
-# DEMO_SFT_STEPS, DEMO_SFT_LR, DEMO_GRPO_STEPS, DEMO_GRPO_LR. Real runs: bash model_train.sh.
+# Knobs: DEMO_DIR, DEMO_SEED, DEMO_LINES, DEMO_ANOMALY_RATE, DEMO_WINDOW, DEMO_HIDDEN, DEMO_LAYERS,
+# DEMO_SFT_STEPS, DEMO_SFT_LR, DEMO_GRPO_STEPS, DEMO_GRPO_LR; DEMO_STOP_AFTER=STAGE ends the run
+# after that stage (e.g. prepare: the data only). Real runs: bash model_train.sh.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +29,9 @@ DEMO="${DEMO_DIR:-$ROOT/outputs/demo}"
 SEED="${DEMO_SEED:-0}"
 LINES="${DEMO_LINES:-8000}"            # synthetic log lines (~400 templates, a quarter abnormal)
 ANOMALY_RATE="${DEMO_ANOMALY_RATE:-0.3}"  # share of abnormal workflows
+# Lines per test session. With 100-line windows every demo session holds an abnormal workflow, so
+# session F1 could not show a false alarm; 10-line windows give about half normal sessions.
+WINDOW="${DEMO_WINDOW:-10}"
 HIDDEN="${DEMO_HIDDEN:-128}"           # tiny Qwen2: hidden size, layers (about 0.4M parameters)
 LAYERS="${DEMO_LAYERS:-2}"
 SFT_STEPS="${DEMO_SFT_STEPS:-300}"
@@ -41,7 +45,7 @@ TIMES="$DEMO/timings.tsv"
 QUIET="$DEMO/logs"
 mkdir -p "$QUIET"
 
-STAGE_PREFIX=demo STAGE_LOGS="$QUIET" STAGE_TIMES="$TIMES"
+STAGE_PREFIX=demo STAGE_LOGS="$QUIET" STAGE_TIMES="$TIMES" STAGE_STOP_AFTER="${DEMO_STOP_AFTER:-}"
 # shellcheck source=scripts/stage.sh
 source "$ROOT/scripts/stage.sh"
 
@@ -49,7 +53,7 @@ DATA="$DEMO/data"
 stage logs      "$PY" -m logdata synthetic --out "$DEMO/raw.log" --lines "$LINES" --seed "$SEED" \
                   --anomaly-rate "$ANOMALY_RATE" --no-progress
 stage prepare   "$PY" -m logdata prepare --dataset synthetic --input "$DEMO/raw.log" --out "$DATA" \
-                  --seed "$SEED" --no-progress
+                  --window-size "$WINDOW" --seed "$SEED" --no-progress
 stage model     "$PY" "$ROOT/scripts/build_tiny_model.py" --out "$DEMO/tiny-qwen2" \
                   --corpus "$DATA/train.parquet" --hidden "$HIDDEN" --layers "$LAYERS" --seed "$SEED"
 stage rationale "$PY" -m logdata rationales --teacher template --in "$DATA/train.parquet" \
@@ -81,6 +85,9 @@ stage eval_full "$PY" "$ROOT/validation/model_evaluate.py" \
                   --session-predictions "$DEMO/session_predictions.parquet" --out "$DEMO/eval_full"
 stage curves    "$PY" "$ROOT/scripts/watch_training.py" "$DEMO/grpo/metrics.jsonl" \
                   --out "$DEMO/eval/grpo_curves.png" --total-steps "$GRPO_STEPS" --sigma 1
+# the SFT console log: the monitor reads the metrics.jsonl it names (steps 10, 20, ... of 300)
+stage curves_sft "$PY" "$ROOT/scripts/watch_training.py" "$QUIET/sft.log" \
+                  --out "$DEMO/eval/sft_curves.png" --sigma 1
 
 PARAMS=$("$PY" -c "import sys; from safetensors.torch import load_file
 print(f'{sum(t.numel() for t in load_file(sys.argv[1]).values()) / 1e6:.2f}M')" \
@@ -89,6 +96,7 @@ echo
 echo "== Metrics (smoke scale: a ${PARAMS}-parameter model after ${SFT_STEPS} SFT + ${GRPO_STEPS} GRPO steps) =="
 "$PY" - "$DEMO" "$DATA" <<'PYEOF'
 import json, sys
+from validation.metrics import format_metric
 from pathlib import Path
 demo, data = Path(sys.argv[1]), Path(sys.argv[2])
 meta = json.loads((data / "meta.json").read_text())
@@ -112,7 +120,7 @@ for name, row, counts in rows:
               f"split){counts}")
         continue
     print(f"  {name:<{width}}" + "".join(
-        f"{row[k]:>13d}" if k == "n" else f"{row[k]:>13.3f}" for k in keys) + counts)
+        f"{row[k]:>13d}" if k == "n" else f"{format_metric(row[k], 3):>13}" for k in keys) + counts)
 rows = [json.loads(l) for l in (demo / "grpo" / "metrics.jsonl").read_text().splitlines() if l]
 steps = [r for r in rows if "reward" in r]
 if steps:

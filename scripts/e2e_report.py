@@ -61,6 +61,15 @@ def step_rows(steps: list[dict[str, Any]], low: float, high: float) -> tuple[lis
     return lines, inside
 
 
+def metric_text(value: float | None) -> str:
+    """A metric with 3 decimals; ``n/a`` when undefined (``null`` in metrics.json).
+
+    >>> metric_text(0.5), metric_text(None)
+    ('0.500', 'n/a')
+    """
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def render(e2e: Path) -> tuple[str, bool]:
     """Return the report text and whether every logged score lies inside the reward's bounds."""
     lines = ["== Stage times (s) =="]
@@ -98,7 +107,8 @@ def render(e2e: Path) -> tuple[str, bool]:
     keys = ("precision", "recall", "f1", "accuracy", "unknown_rate", "n")
     lines += ["", "== Test templates (model_predict.py --backend vllm, model_evaluate.py) =="]
     lines.append("  " + "".join(f"{k:>13}" for k in keys))
-    lines.append("  " + "".join(f"{overall[k]:>13d}" if k == "n" else f"{overall[k]:>13.3f}" for k in keys))
+    lines.append("  " + "".join(f"{overall[k]:>13d}" if k == "n" else f"{metric_text(overall[k]):>13}"
+                                for k in keys))
     return "\n".join(lines) + "\n", inside
 
 

@@ -4,7 +4,8 @@
 #   stage NAME COMMAND...    # log in $STAGE_LOGS/NAME.log, "NAME<TAB>seconds" appended to $STAGE_TIMES
 #
 # A failing stage prints the end of its log and exits 1; with STAGE_TIMEOUT set, a stage running
-# longer is killed (a crashed vLLM worker can leave verl waiting forever).
+# longer is killed (a crashed vLLM worker can leave verl waiting forever). With STAGE_STOP_AFTER
+# set to a stage's name, the script exits 0 once that stage is done (e.g. the data stages only).
 
 stage() {
   local name="$1"; shift
@@ -24,6 +25,9 @@ stage() {
   secs=$(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.1f", b-a}')
   printf '%s\t%s\n' "$name" "$secs" >> "$STAGE_TIMES"
   echo "done in ${secs}s"
+  if [[ -n "${STAGE_STOP_AFTER:-}" && "$name" == "$STAGE_STOP_AFTER" ]]; then
+    echo "[$STAGE_PREFIX] stopped after $name (STAGE_STOP_AFTER)"; exit 0
+  fi
 }
 
 # kill_ray_processes DIR: kill -9 every process whose command line names DIR (a private Ray temp

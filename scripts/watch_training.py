@@ -1,24 +1,50 @@
 #!/usr/bin/env python
 """Plot a training run's curves and estimate the time left.
 
-Reads one of:
+Every metric is keyed by the trainer's own step number. Structured sources are preferred:
 
-* a VeRL console log (``step:N - key:value - …`` lines from verl's console logger; ANSI colour
-  codes and Ray's ``(TaskRunner pid=…)`` prefixes are stripped, lines that do not parse are
-  skipped, and when a restart logs a step again the later occurrence wins; ``Total training
-  steps: N`` sets the total);
-* the local backend's log (TRL/transformers print one dict per logging step,
-  ``{'loss': …, 'reward': …, 'epoch': …}``; JSON lines work too; steps are the ``step`` key when
-  present, else the line order);
+* the local backend's ``metrics.jsonl`` (one ``{"step": N, …}`` record per TRL log event, from
+  ``verl_recipes.local``): give the file or the run folder (``outputs/demo/sft``); the total is
+  ``trainer.max_steps`` of the ``local_config.json`` beside it (else a checkpoint's
+  ``trainer_state.json``);
+* TRL/transformers ``trainer_state.json`` (its ``log_history``; a run folder without
+  ``metrics.jsonl`` uses the newest ``checkpoint-N/trainer_state.json``); ``max_steps`` is the total;
+* verl's file logger (``trainer.logger=[console,file]``: one ``{"step": N, "data": {…}}`` line per
+  log call, at ``VERL_FILE_LOGGER_PATH``); records of one step are merged (verl logs validation
+  metrics as a second record of the step);
 * TensorBoard event files (a folder or an ``events.out.tfevents.*`` file).
+
+A console log is read as a fallback, and first searched for the structured source it names
+(verl's ``Creating file logger at PATH``, the local backend's ``metrics log: PATH``), which is then
+read instead, the console supplying only the total and the end of the run. Console parsing:
+verl's ``step:N - key:value - …`` lines (ANSI colour codes and Ray's ``(TaskRunner pid=…)``
+prefixes stripped, lines that do not parse skipped; ``Total training steps: N`` is the total);
+TRL's dict lines ``{'loss': …, 'epoch': …}``, each given the step and total of the trainer's
+progress bar drawn just before it (``10/300 [00:00<00:18, …]``), else a ``step`` key, else the
+line order. When a record logs a key its step already has (a restart re-logging the step), the
+later record replaces the step; otherwise it is merged into it.
+
+The run has **finished** when (checked in this order):
+
+1. a trainer's end-of-run record is the last one: TRL's ``train_runtime`` summary (console or
+   ``metrics.jsonl``), ``should_training_stop`` in ``trainer_state.json``, verl's
+   ``Final validation metrics:`` console line (both verl trainers print it after their last
+   step) or the local backend's ``final model:`` line;
+2. the last logged step reached the total (``--total-steps``, else the source's own).
+
+``--follow SECONDS`` redraws until the run has finished, or until no new record has arrived for
+``--idle-exit`` seconds (default 3600; a crashed or killed trainer writes no end record); Ctrl-C
+also stops it.
 
 Usage::
 
+    python scripts/watch_training.py outputs/demo/sft --out sft.png          # local run folder
     python scripts/watch_training.py logs/grpo_bgl.log --out logs/grpo_bgl.png --total-steps 500
+    python scripts/watch_training.py outputs/e2e/grpo_metrics.jsonl --total-steps 3
     python scripts/watch_training.py outputs/tensorboard/grpo --out grpo.png --follow 60
 
-The PNG holds reward mean (raw and Gaussian-smoothed), accuracy, response length, KL, entropy and
-step time, with a status line ``step s/T · x s/step · ETA …``.
+The PNG holds reward mean (raw and Gaussian-smoothed), accuracy, loss, response length, KL,
+entropy and step time, with a status line ``step s/T · x s/step · ETA …`` (``finished`` at the end).
 """
 
 from __future__ import annotations
@@ -46,9 +72,29 @@ RAY_PREFIX_RE = re.compile(r"^\s*\([\w.:-]+(?:\s+pid=\d+)?(?:,\s*ip=[\w.:-]+)?\)
 VERL_STEP_RE = re.compile(r"(?:^|\s)step:(\d+)\s+-\s+(.*)$")
 TOTAL_STEPS_RE = re.compile(r"Total training steps:\s*(\d+)")
 NUMBER_WRAPPER_RE = re.compile(r"^(?:np\.|numpy\.)?\w*\((.*)\)$")
+# tqdm bar without a description (the HF Trainer's): "  3%|▎   | 10/300 [00:00<00:18, 15.5it/s]"
+PROGRESS_RE = re.compile(r"^\d+%\|[^|]*\|\s*(\d+)/(\d+)\s*\[(?:(\d+):)?(\d+):(\d+)")
+# Structured sources a console log names: verl's file logger, the local backend's metrics.jsonl.
+NAMED_SOURCE_RES: tuple[re.Pattern[str], ...] = (
+    re.compile(r"Creating file logger at (.+?)\s*$"),
+    re.compile(r"metrics log: (.+?)\s*$"),
+)
+# Console lines printed once a run is over: verl's PPO and SFT trainers after their last step,
+# the local backend's CLI after saving.
+FINISH_LINE_RES: tuple[re.Pattern[str], ...] = (
+    re.compile(r"Final validation metrics:"),
+    re.compile(r"^final model: "),
+)
 STEP_KEYS: tuple[str, ...] = ("step", "global_step", "training/global_step")
 STEP_TIME_KEYS: tuple[str, ...] = ("timing_s/step", "train/step_time", "step_time")
 TOTAL_KEYS: tuple[str, ...] = ("training/total_steps", "total_steps", "max_steps")
+# A record with this key is TRL's end-of-training summary (runtime, mean loss), not a step.
+SUMMARY_KEY = "train_runtime"
+WALL_KEY = "wall_time"  # seconds since the epoch, added by the local backend's metrics callback
+LOCAL_METRICS = "metrics.jsonl"
+LOCAL_CONFIG = "local_config.json"
+TRAINER_STATE = "trainer_state.json"
+DEFAULT_IDLE_EXIT = 3600.0
 
 # One table: panel title → (key patterns in priority order, smooth?). The first pattern that
 # matches any logged key wins, and every key it matches is drawn (e.g. one line per source).
@@ -57,7 +103,8 @@ PANELS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
                        r"^train/reward$", r"^rewards/[^/]+/mean$"), True),
     ("accuracy", (r"^(reward|train|critic)/acc(/mean)?$", r"^acc(/mean)?$",
                   r"^val-core/[^/]+/acc/mean@\d+$", r"^rewards/[^/]*acc[^/]*/mean$",
-                  r"(^|/)acc(uracy)?(/mean)?$"), True),
+                  r"(^|/)acc(uracy)?(/mean)?$", r"^mean_token_accuracy$"), True),
+    ("loss", (r"^(loss|eval_loss)$", r"^(train|val)/loss$", r"^actor/pg_loss$"), True),
     ("response length", (r"^response_length/mean$", r"^completions/mean_length$"), False),
     ("KL", (r"^actor/kl_loss$", r"^actor/reward_kl_penalty$", r"^actor/ppo_kl$", r"^kl$"), False),
     ("entropy", (r"^actor/entropy$", r"^entropy$"), False),
@@ -68,15 +115,24 @@ MAX_SERIES = 4
 
 @dataclass
 class Run:
-    """Metrics of one run: step → {key: value}, plus optional wall times and total steps."""
+    """Metrics of one run: step → {key: value}, wall times, total steps, and whether it finished."""
 
     steps: dict[int, dict[str, float]] = field(default_factory=dict)
     wall: dict[int, float] = field(default_factory=dict)
     total_steps: int | None = None
+    finished: bool = False
+    named_sources: list[Path] = field(default_factory=list)
 
     def record(self, step: int, values: dict[str, float]) -> None:
-        """Store a step's values; a later record of the same step replaces the earlier one."""
-        self.steps[step] = values
+        """Store a step's values, merged into what the step has.
+
+        A record that logs a key the step already has (a restart logging the step again)
+        replaces the step's values instead. A new record means the run goes on: ``finished``
+        is cleared.
+        """
+        old = self.steps.get(step)
+        self.steps[step] = {**old, **values} if old and not old.keys() & values.keys() else values
+        self.finished = False
 
     def metric_keys(self) -> list[str]:
         """All metric keys seen."""
@@ -154,7 +210,16 @@ def parse_dict_line(line: str) -> dict[str, float] | None:
             return None
     if not isinstance(data, dict):
         return None
-    out = {}
+    return numeric_entries(data)
+
+
+def numeric_entries(data: dict[str, object]) -> dict[str, float]:
+    """The entries of a logged record that are numbers (or number strings); booleans dropped.
+
+    >>> numeric_entries({"loss": "0.5", "lr": 1e-3, "note": "x", "ok": True})
+    {'loss': 0.5, 'lr': 0.001}
+    """
+    out: dict[str, float] = {}
     for key, value in data.items():
         number = parse_number(str(value)) if not isinstance(value, bool) else None
         if number is not None:
@@ -162,14 +227,60 @@ def parse_dict_line(line: str) -> dict[str, float] | None:
     return out
 
 
+def console_event(run: Run, line: str) -> bool:
+    """Apply a cleaned console line that states the total, names a source or ends the run.
+
+    Returns:
+        Whether the line was one of those (and so holds no metrics).
+    """
+    total = TOTAL_STEPS_RE.search(line)
+    if total:
+        run.total_steps = int(total.group(1))
+        return True
+    for pattern in NAMED_SOURCE_RES:
+        named = pattern.search(line)
+        if named:
+            run.named_sources.append(Path(named.group(1)))
+            return True
+    if any(pattern.search(line) for pattern in FINISH_LINE_RES):
+        run.finished = True
+        return True
+    return False
+
+
+def trainer_bar(line: str, bar: tuple[int, int, float] | None) -> tuple[int, int, float] | None:
+    """Update the trainer's progress ``(step, total, elapsed seconds)`` from a tqdm bar line.
+
+    The first bar without a description sets the total; later bars with another total (an
+    evaluation loop's) are ignored.
+
+    >>> trainer_bar(" 3%|▎   | 10/300 [01:02<00:18, 15.55it/s]", None)
+    (10, 300, 62.0)
+    """
+    match = PROGRESS_RE.match(line.strip())
+    if not match or (bar is not None and int(match.group(2)) != bar[1]):
+        return bar
+    hours, minutes, seconds = (int(match.group(i) or 0) for i in (3, 4, 5))
+    return int(match.group(1)), int(match.group(2)), float(hours * 3600 + minutes * 60 + seconds)
+
+
 def parse_text_log(lines: Iterable[str]) -> Run:
-    """Parse a console log: verl step lines, or else dict/JSON lines (TRL, local backend)."""
+    """Parse a console log: verl step lines, or else dict/JSON lines (TRL, local backend).
+
+    A TRL dict line takes its step from the trainer's progress bar drawn before it (the bar's
+    total is the run's total, its elapsed time the step's wall time); without a bar, from a
+    ``step`` key, else from the line order. TRL's ``train_runtime`` summary, verl's ``Final
+    validation metrics:`` and the local backend's ``final model:`` line mark the run finished.
+    """
     run = Run()
+    bar: tuple[int, int, float] | None = None
     dict_step = 0
-    for line in lines:
-        total = TOTAL_STEPS_RE.search(line)
-        if total:
-            run.total_steps = int(total.group(1))
+    for raw in lines:
+        line = clean_line(raw)
+        if console_event(run, line):
+            continue
+        if PROGRESS_RE.match(line):
+            bar = trainer_bar(line, bar)
             continue
         verl = parse_verl_line(line)
         if verl is not None:
@@ -177,16 +288,100 @@ def parse_text_log(lines: Iterable[str]) -> Run:
                 run.record(*verl)
             continue
         values = parse_dict_line(line)
-        if not values or "train_runtime" in values:  # the trainer's final summary line
+        if not values:
+            continue
+        if SUMMARY_KEY in values:  # the trainer's end-of-training summary
+            run.finished = True
             continue
         step = next((int(values[k]) for k in STEP_KEYS if k in values), None)
+        if step is None and bar is not None:
+            step = bar[0]
+            run.wall[step] = bar[2]
         dict_step = step if step is not None else dict_step + 1
         run.record(dict_step, values)
+    if bar is not None and not run.total_steps:
+        run.total_steps = bar[1]
+    return totals_from_records(run)
+
+
+def totals_from_records(run: Run) -> Run:
+    """Take the total from a logged ``max_steps``-like key when the run has none yet."""
     for values in run.steps.values():
         total = next((values[k] for k in TOTAL_KEYS if k in values), None)
         if total and not run.total_steps:
             run.total_steps = int(total)
     return run
+
+
+def add_record(run: Run, record: dict[str, object]) -> None:
+    """Add one structured record: ``{"step": N, "data": {…}}`` (verl) or ``{"step": N, …}`` (TRL)."""
+    data = record.get("data")
+    values = numeric_entries(data if isinstance(data, dict) else record)
+    step = int(float(str(record["step"])))
+    if SUMMARY_KEY in values:
+        run.finished = True
+        return
+    wall = values.pop(WALL_KEY, None)
+    values.pop("step", None)
+    if not values:
+        return
+    run.record(step, values)
+    if wall is not None:
+        run.wall[step] = wall
+
+
+def parse_jsonl(path: Path) -> Run:
+    """Read the local backend's ``metrics.jsonl`` or verl's file-logger JSONL.
+
+    Lines that do not parse (one being written) and records without a ``step`` are skipped.
+    """
+    run = Run()
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and "step" in record:
+                add_record(run, record)
+    return totals_from_records(run)
+
+
+def parse_trainer_state(path: Path) -> Run:
+    """Read a TRL/transformers ``trainer_state.json``: ``log_history``, ``max_steps``, stop flag."""
+    state = json.loads(path.read_text(encoding="utf-8"))
+    run = Run()
+    for entry in state.get("log_history") or []:
+        if isinstance(entry, dict) and "step" in entry:
+            add_record(run, entry)
+    max_steps = int(state.get("max_steps") or 0)
+    run.total_steps = max_steps if max_steps > 0 else None
+    control = ((state.get("stateful_callbacks") or {}).get("TrainerControl") or {}).get("args") or {}
+    run.finished = run.finished or bool(control.get("should_training_stop"))
+    return run
+
+
+def newest_trainer_state(folder: Path) -> Path | None:
+    """``folder/trainer_state.json``, else the one of the highest ``checkpoint-N``; ``None`` if none."""
+    if (folder / TRAINER_STATE).is_file():
+        return folder / TRAINER_STATE
+    states = [p / TRAINER_STATE for p in folder.glob("checkpoint-*")
+              if p.name.split("-")[-1].isdigit() and (p / TRAINER_STATE).is_file()]
+    return max(states, key=lambda p: int(p.parent.name.split("-")[-1]), default=None)
+
+
+def local_total(folder: Path) -> int | None:
+    """Total steps of a local-backend run: ``local_config.json``, else a ``trainer_state.json``."""
+    config = folder / LOCAL_CONFIG
+    if config.is_file():
+        try:
+            steps = int(json.loads(config.read_text(encoding="utf-8"))["trainer"]["max_steps"])
+        except (KeyError, TypeError, ValueError):
+            steps = 0
+        if steps > 0:
+            return steps
+    state = newest_trainer_state(folder)
+    return parse_trainer_state(state).total_steps if state else None
 
 
 def event_files(path: Path) -> list[Path]:
@@ -212,24 +407,52 @@ def parse_tensorboard(path: Path) -> Run:
 
 
 def load_run(path: Path) -> Run:
-    """Load a run from a console log file or TensorBoard event files.
+    """Load a run from a run folder, a structured log, TensorBoard event files or a console log.
+
+    The source is read as the module docstring says: a folder by its ``metrics.jsonl``, else its
+    newest ``trainer_state.json``, else its TensorBoard event files; a console log by the
+    structured source it names when that exists.
 
     Raises:
         FileNotFoundError: When ``path`` does not exist.
     """
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    if path.is_dir() or path.name.startswith("events.out.tfevents"):
+    if path.is_dir():
+        if (path / LOCAL_METRICS).is_file():
+            return load_file(path / LOCAL_METRICS)
+        state = newest_trainer_state(path)
+        return parse_trainer_state(state) if state is not None else parse_tensorboard(path)
+    return load_file(path)
+
+
+def load_file(path: Path) -> Run:
+    """Load a run from one file (event file, ``trainer_state.json``, JSONL log or console log)."""
+    if path.name.startswith("events.out.tfevents"):
         return parse_tensorboard(path)
+    if path.name == TRAINER_STATE:
+        return parse_trainer_state(path)
+    if path.suffix == ".jsonl":
+        run = parse_jsonl(path)
+        run.total_steps = run.total_steps or local_total(path.parent)
+        return run
     with path.open(encoding="utf-8", errors="replace") as handle:
-        return parse_text_log(handle)
+        console = parse_text_log(handle)
+    named = [p for p in console.named_sources if p.suffix == ".jsonl" and p.is_file()]
+    if not named:
+        return console
+    run = parse_jsonl(named[-1])
+    run.total_steps = run.total_steps or console.total_steps or local_total(named[-1].parent)
+    run.finished = run.finished or console.finished
+    return run
 
 
 def step_seconds(run: Run, window: int = 20) -> float | None:
     """Mean seconds per step over the last ``window`` steps.
 
-    Uses a logged step time (``timing_s/step``) when present, else wall-time differences between
-    consecutive logged steps (TensorBoard), divided by the step gap.
+    Uses a logged step time (``timing_s/step``) when present, else the wall time between the
+    first and the last of the last ``window + 1`` steps with one (TensorBoard, the local
+    backend's ``wall_time``, a TRL progress bar's elapsed time), divided by their step gap.
     """
     for key in STEP_TIME_KEYS:
         _, values = run.series(key)
@@ -239,10 +462,8 @@ def step_seconds(run: Run, window: int = 20) -> float | None:
     if len(run.wall) >= 2:
         steps = np.array(sorted(run.wall), dtype=float)[-window - 1:]
         walls = np.array([run.wall[int(s)] for s in steps])
-        rates = np.diff(walls) / np.diff(steps)
-        rates = rates[rates > 0]
-        if len(rates):
-            return float(np.mean(rates))
+        if walls[-1] > walls[0]:
+            return float((walls[-1] - walls[0]) / (steps[-1] - steps[0]))
     return None
 
 
@@ -254,13 +475,17 @@ class Eta:
     total: int | None
     seconds_per_step: float | None
     seconds_left: float | None
+    finished: bool = False
 
     def line(self) -> str:
-        """One status line, e.g. ``step 40/100 · 12.0 s/step · ETA 12m 00s``."""
+        """One status line, e.g. ``step 40/100 · 12.0 s/step · ETA 12m 00s`` or ``… · finished``."""
         step = "?" if self.step is None else str(self.step)
         total = "?" if self.total is None else str(self.total)
-        rate = "? s/step" if self.seconds_per_step is None else f"{self.seconds_per_step:.1f} s/step"
-        if self.seconds_left is None:
+        rate = "? s/step" if self.seconds_per_step is None else (
+            f"{self.seconds_per_step:.{1 if self.seconds_per_step >= 1 else 2}f} s/step")
+        if self.finished:
+            eta = "finished"
+        elif self.seconds_left is None:
             eta = "ETA unknown" + ("" if self.total else " (give --total-steps)")
         else:
             finish = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + self.seconds_left))
@@ -283,14 +508,19 @@ def format_duration(seconds: float) -> str:
 
 
 def estimate(run: Run, total_steps: int | None = None, window: int = 20) -> Eta:
-    """Estimate time left from step timings and the total number of steps."""
+    """Estimate time left from step timings and the total number of steps.
+
+    The run counts as finished when its source says so (``Run.finished``) or when the last
+    logged step reached the total.
+    """
     last = max(run.steps) if run.steps else None
     total = total_steps or run.total_steps
     rate = step_seconds(run, window)
     left = None
     if last is not None and total and rate is not None:
         left = max(0, total - last) * rate
-    return Eta(last, total, rate, left)
+    finished = run.finished or bool(total and last is not None and last >= total)
+    return Eta(last, total, rate, left, finished)
 
 
 def gaussian_smooth(values: Sequence[float], sigma: float) -> np.ndarray:
@@ -345,6 +575,13 @@ def break_gaps(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.nd
     return np.insert(steps, cut, np.nan), np.insert(values, cut, np.nan)
 
 
+def plain_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: ``0o666`` less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def plot_run(run: Run, eta: Eta, out: Path, title: str, sigma: float = 2.0) -> list[str]:
     """Draw the panels to ``out`` (PNG, written atomically); return the keys drawn."""
     import matplotlib
@@ -353,9 +590,12 @@ def plot_run(run: Run, eta: Eta, out: Path, title: str, sigma: float = 2.0) -> l
     import matplotlib.pyplot as plt
 
     keys = run.metric_keys()
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    cols = math.ceil(len(PANELS) / 2)
+    fig, axes = plt.subplots(2, cols, figsize=(5 * cols, 8))
+    for ax in axes.flat[len(PANELS):]:
+        ax.axis("off")
     drawn: list[str] = []
-    for ax, (name, patterns, smooth) in zip(axes.flat, PANELS, strict=True):
+    for ax, (name, patterns, smooth) in zip(axes.flat[:len(PANELS)], PANELS, strict=True):
         chosen = panel_keys(keys, patterns)
         ax.set_title(name)
         ax.set_xlabel("step")
@@ -383,6 +623,7 @@ def plot_run(run: Run, eta: Eta, out: Path, title: str, sigma: float = 2.0) -> l
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=100, format="png")
+        os.chmod(tmp, plain_file_mode())  # mkstemp makes 0600; a plot is for everyone to read
         os.replace(tmp, out)
     finally:
         plt.close(fig)
@@ -393,27 +634,71 @@ def plot_run(run: Run, eta: Eta, out: Path, title: str, sigma: float = 2.0) -> l
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line interface."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("source", type=Path, help="console log, or TensorBoard folder/event file")
-    p.add_argument("--out", type=Path, default=None, help="PNG to write (default: <source>.png)")
-    p.add_argument("--total-steps", type=int, default=None,
-                   help="total training steps (default: from the log when it says)")
-    p.add_argument("--sigma", type=float, default=2.0, help="Gaussian smoothing width in points")
-    p.add_argument("--window", type=int, default=20, help="steps averaged for the step time")
-    p.add_argument("--follow", type=float, default=None, metavar="SECONDS",
-                   help="redraw every SECONDS until the run reaches its total (Ctrl-C stops)")
+    from logdata.cliargs import add_flag, add_out_flag, new_parser
+
+    p = new_parser(description=__doc__.split("\n\n")[0])
+    p.add_argument("source", type=Path,
+                   help="run folder, metrics.jsonl / verl JSONL log, trainer_state.json, "
+                        "TensorBoard folder/event file, or console log")
+    add_out_flag(p, "PNG to write (default: <source>.png)", required=False)
+    add_flag(p, "--total-steps", type=int, default=None, metavar="N",
+             help="total training steps (default: from the log when it says)")
+    add_flag(p, "--sigma", type=float, default=2.0, help="Gaussian smoothing width in points")
+    add_flag(p, "--window", type=int, default=20, metavar="N",
+             help="steps averaged for the step time")
+    add_flag(p, "--follow", type=float, default=None, metavar="SECONDS",
+             help="redraw every SECONDS until the run has finished (Ctrl-C stops; "
+                  "default: draw once)")
+    add_flag(p, "--idle-exit", type=float, default=DEFAULT_IDLE_EXIT, metavar="SECONDS",
+             help="with --follow, stop after SECONDS without a new record (a crashed run "
+                  f"writes no end record; 0: never; default: {DEFAULT_IDLE_EXIT:g})")
     return p
 
 
-def refresh(args: argparse.Namespace, out: Path) -> Eta:
-    """Load, plot and report once."""
+def refresh(args: argparse.Namespace, out: Path) -> tuple[Eta | None, tuple[object, ...]]:
+    """Load, plot and report once.
+
+    Returns:
+        The estimate (``None`` while a followed run has logged no step yet) and a signature of
+        the records read, which changes whenever a record arrives.
+
+    Raises:
+        ValueError: When the source holds no step and ``--follow`` is off.
+    """
     run = load_run(args.source)
     if not run.steps:
-        raise ValueError(f"no training steps found in {args.source}")
+        if args.follow is None:
+            raise ValueError(f"no training steps found in {args.source}")
+        print(f"no training steps in {args.source} yet; waiting", flush=True)
+        return None, (run.finished,)
     eta = estimate(run, args.total_steps, args.window)
     plot_run(run, eta, out, title=args.source.name, sigma=args.sigma)
     print(f"{eta.line()} → {out}", flush=True)
-    return eta
+    last = max(run.steps)
+    return eta, (len(run.steps), last, tuple(sorted(run.steps[last].items())), run.finished)
+
+
+def follow(args: argparse.Namespace, out: Path) -> None:
+    """Redraw every ``--follow`` seconds until the run has finished or went quiet.
+
+    Finished: :func:`estimate` (an end-of-run record, or the total reached). Quiet: no new
+    record for ``--idle-exit`` seconds (``0`` never gives up).
+    """
+    signature: tuple[object, ...] | None = None
+    changed = time.monotonic()
+    while True:
+        eta, current = refresh(args, out)
+        if eta is not None and eta.finished:
+            print("run finished; stopped following", flush=True)
+            return
+        now = time.monotonic()
+        if current != signature:
+            signature, changed = current, now
+        elif args.idle_exit and now - changed >= args.idle_exit:
+            print(f"no new records for {format_duration(now - changed)}: the run looks stopped "
+                  "(crashed or killed?); stopped following", flush=True)
+            return
+        time.sleep(args.follow)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -423,12 +708,11 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or args.source.with_name(args.source.name.rstrip("/") + ".png")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            eta = refresh(args, out)
-            finished = eta.total is not None and eta.step is not None and eta.step >= eta.total
-            if args.follow is None or finished:
-                return 0
-            time.sleep(args.follow)
+        if args.follow is None:
+            refresh(args, out)
+        else:
+            follow(args, out)
+        return 0
     except KeyboardInterrupt:
         return 0
     except (OSError, ValueError) as exc:

@@ -1,4 +1,10 @@
-"""Shared pytest fixtures: offline tiny models and the real-data location."""
+"""Shared pytest fixtures: offline tiny models and the real-data location.
+
+Real-data tests read logs from the folder named by the environment variable ``LOGRL_TEST_DATA``
+when it is set (and not empty), else from ``../shared/data`` beside the repository; both have the
+same layout (``loghub_2k/BGL/BGL_2k.log``, ``label_patches/anomaly_patch.json`` …). The tests skip
+when the folder is absent.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+TEST_DATA_ENV = "LOGRL_TEST_DATA"
+
+
+def real_data_dir() -> Path:
+    """The real-data folder: ``$LOGRL_TEST_DATA`` when set and not empty, else ``../shared/data``."""
+    value = os.environ.get(TEST_DATA_ENV, "").strip()
+    return Path(value).expanduser() if value else SHARED_DATA
 
 
 def load_script(name: str) -> ModuleType:
@@ -51,10 +64,13 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data``; tests that use it skip when it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is absent")
-    return SHARED_DATA
+    """The real-data folder (:func:`real_data_dir`); tests that use it skip when it is absent."""
+    folder = real_data_dir()
+    if not folder.is_dir():
+        where = f"{TEST_DATA_ENV}={folder}" if os.environ.get(TEST_DATA_ENV, "").strip() else (
+            f"{folder} (set {TEST_DATA_ENV} to a folder with the same layout)")
+        pytest.skip(f"real test data absent: {where}")
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -196,3 +196,94 @@ def test_export_verl_sft_lora_checkpoint(tiny_chat_model, tmp_path):
     got = _check_loadable(out).model.layers[0].self_attn.q_proj.weight.float()
     assert (want - base_w).abs().max() > 0.01  # the adapter's change is well above bf16 rounding
     assert torch.allclose(got, want, atol=2e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Target folder checks and file modes (issue 11, item 5.3 and 5.4)
+# ---------------------------------------------------------------------------------------------
+
+
+def _local_run(tiny_chat_model: Path, run: Path) -> Path:
+    """A local-backend output folder with a full model in final/."""
+    final = run / "final"
+    AutoModelForCausalLM.from_pretrained(tiny_chat_model).save_pretrained(final)
+    AutoTokenizer.from_pretrained(tiny_chat_model).save_pretrained(final)
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    return run
+
+
+def _tree(path: Path) -> dict[str, int]:
+    return {str(p.relative_to(path)): p.stat().st_size for p in sorted(path.rglob("*"))}
+
+
+def _module_export(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "verl_recipes.local.export", *args],
+                          capture_output=True, text=True, timeout=300, cwd=REPO,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def _one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+
+
+def test_export_never_writes_into_its_source(tiny_chat_model, tmp_path):
+    run = _local_run(tiny_chat_model, tmp_path / "run")
+    before = _tree(run)
+    for dst in (run, run / "final", run / "exported", tmp_path):  # itself, inside, holding it
+        for extra in ((), ("--overwrite",)):
+            _one_line_error(_export(run, dst, *extra), "source")
+            _one_line_error(_module_export("local", str(run), str(dst), *extra), "source")
+    assert _tree(run) == before
+    assert not (run / "exported").exists()
+
+
+def test_export_refuses_a_non_empty_target(tiny_chat_model, tmp_path):
+    run = _local_run(tiny_chat_model, tmp_path / "run")
+    data = tmp_path / "data"
+    data.mkdir()
+    pd.DataFrame({"x": [1]}).to_parquet(data / "train.parquet")
+    _one_line_error(_export(run, data), "not empty", "--overwrite")
+    _one_line_error(_module_export("local", str(run), str(data)), "not empty", "--overwrite")
+    assert sorted(p.name for p in data.iterdir()) == ["train.parquet"]
+
+    result = _export(run, data, "--overwrite")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not (data / "train.parquet").exists()
+    _check_loadable(data)
+    (tmp_path / "empty").mkdir()  # an empty folder is fine without --overwrite
+    assert _export(run, tmp_path / "empty").returncode == 0
+
+
+def test_exported_files_have_plain_modes(tiny_chat_model, tmp_path):
+    """Files land with the mode a plain open() gives (umask applied), not mkstemp's 0600."""
+    run = _local_run(tiny_chat_model, tmp_path / "run")
+    result = _module_export("local", str(run), str(tmp_path / "hf"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    plain = tmp_path / "plain"
+    with open(plain, "w"):
+        pass
+    want = plain.stat().st_mode & 0o777
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "hf").iterdir()}
+    assert "model.safetensors" in modes
+    assert modes == {name: want for name in modes}
+
+
+def test_export_verl_checkpoint_target_checks(tmp_path):
+    """The verl path checks the target before verl's merger writes anything."""
+    ckpt = tmp_path / "checkpoints" / "exp"
+    actor = ckpt / "global_step_3" / "actor"
+    actor.mkdir(parents=True)
+    (actor / "model_world_size_1_rank_0.pt").write_bytes(b"")  # found, never read: refused first
+    (ckpt / "latest_checkpointed_iteration.txt").write_text("3")
+    before = _tree(ckpt)
+    for dst in (ckpt, actor, ckpt / "hf"):
+        _one_line_error(_export(ckpt, dst, "--overwrite"), "source")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "notes.txt").write_text("keep me")
+    _one_line_error(_export(ckpt, full), "not empty")
+    assert (full / "notes.txt").read_text() == "keep me"
+    assert _tree(ckpt) == before

@@ -48,6 +48,7 @@ def test_model_is_required():
 def demo_data(tmp_path_factory):
     """Synthetic logs → RL parquet → template-teacher rationales (merged as references), in-process."""
     from logdata.build import BuildParams, build_datasets
+    from logdata.io import atomic_write_parquet
     from logdata.parse import parse_file
     from logdata.rationales import (
         TemplateTeacher,
@@ -55,7 +56,6 @@ def demo_data(tmp_path_factory):
         merge_rationales,
         read_rows,
         sft_frame,
-        write_parquet,
     )
     from logdata.synthetic import generate_logs
 
@@ -68,10 +68,10 @@ def demo_data(tmp_path_factory):
     done, _ = distil(rows, TemplateTeacher(), ds / "sft.parts.jsonl", progress=False)
     sft = sft_frame(rows, done)
     assert len(sft) == len(rows)
-    write_parquet(sft, ds / "sft.parquet")
+    atomic_write_parquet(sft, ds / "sft.parquet")
     merged, hits = merge_rationales(pd.DataFrame(rows), sft)
     assert hits == len(rows)
-    write_parquet(merged, ds / "train.parquet")
+    atomic_write_parquet(merged, ds / "train.parquet")
     return ds
 
 

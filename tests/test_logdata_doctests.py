@@ -8,7 +8,8 @@ import importlib
 import pytest
 
 MODULES = ("logdata.drain", "logdata.windows", "logdata.patch", "logdata.build",
-           "logdata.prompts", "logdata.errors", "logdata.keyseq_model")
+           "logdata.prompts", "logdata.errors", "logdata.keyseq_model", "logdata.io",
+           "logdata.cliargs")
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -35,7 +35,7 @@ def test_fixed_windows(n: int, size: int, step: int | None, expected: list) -> N
 
 
 def test_fixed_windows_can_drop_the_partial_tail() -> None:
-    assert _spans(*fixed_windows(250, 100, keep_partial=False)) == [(0, 100), (100, 200)]
+    assert _spans(*fixed_windows(250, 100, tail="full")) == [(0, 100), (100, 200)]
 
 
 @pytest.mark.parametrize("bad", [(10, 0, None), (10, 5, 0), (10, -1, None)])
@@ -68,3 +68,23 @@ def test_block_sessions_group_lines_by_first_occurrence() -> None:
     names, members = block_sessions([["b2"], ["b1", "b2"], [], ["b1", "b1"], ["b3"]])
     assert names == ["b2", "b1", "b3"]
     assert members == [[0, 1], [1, 3], [4]]
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        ("partial", [(0, 3), (1, 4), (2, 5)]),  # later starts lie inside the window ending at 5
+        ("all", [(0, 3), (1, 4), (2, 5), (3, 5), (4, 5)]),
+        ("full", [(0, 3), (1, 4), (2, 5)]),
+    ],
+)
+def test_tail_rules_of_the_one_window_implementation(tail: str, expected: list) -> None:
+    assert _spans(*fixed_windows(5, 3, 1, tail=tail)) == expected
+    assert _spans(*fixed_windows(7, 3, 3, tail=tail)) == {
+        "partial": [(0, 3), (3, 6), (6, 7)], "all": [(0, 3), (3, 6), (6, 7)], "full": [(0, 3), (3, 6)]
+    }[tail]
+
+
+def test_unknown_tail_rule_is_refused() -> None:
+    with pytest.raises(LogDataError, match="tail"):
+        fixed_windows(5, 3, 1, tail="drop")

@@ -238,4 +238,48 @@ def test_binary_metrics_rejects_foreign_strings() -> None:
     with pytest.raises(ValueError, match="differ in length"):
         M.binary_metrics(["normal"], [])
     empty = M.binary_metrics([], [])
-    assert empty["n"] == 0 and empty["f1"] == 0.0
+    assert empty["n"] == 0 and empty["f1"] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Undefined metrics (a zero denominator) are null in metrics.json and n/a in print (issue 11)
+# ---------------------------------------------------------------------------------------------
+
+UNDEFINED_WHEN_EMPTY = ("precision", "recall", "f1", "accuracy", "macro_f1", "unknown_rate")
+
+
+def test_no_session_judged_gives_null_and_na(tmp_path: Path) -> None:
+    p, _ = write_inputs(tmp_path)
+    sessions = pd.DataFrame([("T1", ["A", "Z"], "abnormal"), ("T2", ["Z"], "normal"),
+                             ("T3", ["C", "G", "Z"], "normal")],
+                            columns=["session_id", "templates", "label"])
+    s = tmp_path / "all_missing.parquet"
+    sessions.to_parquet(s)
+    out = tmp_path / "eval"
+    assert E.main(["--predictions", str(p), "--sessions", str(s), "--out", str(out)]) == 0
+    raw = (out / "metrics.json").read_text()
+    overall = json.loads(raw)["session"]["overall"]
+    assert {k: overall[k] for k in UNDEFINED_WHEN_EMPTY} == dict.fromkeys(UNDEFINED_WHEN_EMPTY)
+    assert overall["n"] == 0 and overall["coverage"] == 0.0  # 0 of 3 sessions: defined, zero
+    # distinct session templates A, Z, C, G; predicted A, C, G
+    row = "| overall (test_templates) | n/a | n/a | n/a | n/a | n/a | n/a | 0 | 3 | 0.0000 | 0.7500 |"
+    assert row in (out / "metrics.md").read_text().splitlines()
+
+
+def test_zero_denominators_are_undefined() -> None:
+    empty = M.binary_metrics([], [])
+    assert {k: empty[k] for k in UNDEFINED_WHEN_EMPTY} == dict.fromkeys(UNDEFINED_WHEN_EMPTY)
+    # nothing predicted abnormal: precision 0/0 is undefined; recall 0/1; F1 2·0/(0+0+1) = 0
+    got = M.binary_metrics(["abnormal", "normal"], ["normal", "normal"])
+    assert got["precision"] is None
+    assert (got["recall"], got["f1"], got["accuracy"]) == (0.0, 0.0, 0.5)
+    # macro-F1: abnormal F1 0, normal F1 2·1/(2·1+1+0) = 2/3
+    assert got["macro_f1"] == pytest.approx((0.0 + 2 / 3) / 2)
+    # only normal gold, all right: the abnormal class's P, R and F1 are undefined; macro-F1 is
+    # the normal class's F1 alone (as scikit-learn averages over the labels present)
+    got = M.binary_metrics(["normal", "normal"], ["normal", "normal"])
+    assert (got["precision"], got["recall"], got["f1"]) == (None, None, None)
+    assert (got["accuracy"], got["macro_f1"], got["unknown_rate"]) == (1.0, 1.0, 0.0)
+    assert M.rationale_metrics([], []) == {"bleu": None, "rouge_l": None, "n": 0}
+    assert M.format_metric(None) == "n/a" and M.format_metric(0.5) == "0.5000"
+    assert M.format_metric(0.5, 3) == "0.500" and M.format_metric(7) == "7"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from logdata.io import sha256_file
 from reward.parsing import parse_answer
 from validation import model_evaluate as E
 from validation import model_predict as P
@@ -98,7 +99,7 @@ def test_hf_predict_end_to_end(tiny_chat_model: Path, test_parquet: Path, tmp_pa
     meta = E.read_run_metadata(out)
     key = meta["run_key"]
     assert key["model"] == str(tiny_chat_model.resolve())
-    assert key["data_sha256"] == P.file_sha256(test_parquet)
+    assert key["data_sha256"] == sha256_file(test_parquet)
     assert key["sampling"] == {"temperature": 0.8, "top_p": 0.7, "max_tokens": 8, "n": 2, "seed": 0}
     assert key["backend"] == "hf"
     assert meta["generated_rows"] == 12 and meta["reused_rows"] == 0
@@ -218,3 +219,56 @@ def test_vllm_backend(tiny_chat_model: Path, test_parquet: Path, tmp_path: Path)
     assert len(frame) == 32
     assert list(frame["pred"]) == [parse_answer(r) for r in frame["response"]]
     assert E.read_run_metadata(out)["run_key"]["backend"] == "vllm"
+
+
+# ---------------------------------------------------------------------------------------------
+# A run that fails before generating leaves nothing that blocks the corrected rerun (issue 11)
+# ---------------------------------------------------------------------------------------------
+
+
+def _predict_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["--model", str(model), "--data", str(data), "--out", str(out), "--max-tokens", "4",
+            "--limit", "4", "--temperature", "0", *extra]
+
+
+def test_missing_vllm_names_the_fix_and_leaves_no_parts(
+        tiny_chat_model: Path, test_parquet: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as if vLLM were not installed
+    out = tmp_path / "predictions.parquet"
+    assert P.main(_predict_args(tiny_chat_model, test_parquet, out, "--backend", "vllm")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert "pip install vllm" in err and "--backend hf" in err
+    assert not out.with_name(out.name + ".parts").exists()
+    # the corrected rerun is not refused
+    assert P.main(_predict_args(tiny_chat_model, test_parquet, out, "--backend", "hf")) == 0
+    assert len(pd.read_parquet(out)) == 4
+
+
+def test_bad_model_folder_leaves_no_parts(tiny_chat_model: Path, test_parquet: Path,
+                                          tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "predictions.parquet"
+    parts = out.with_name(out.name + ".parts")
+    empty = tmp_path / "not_a_model"
+    empty.mkdir()
+    assert P.main(_predict_args(empty, test_parquet, out)) == 2
+    assert "config.json" in capsys.readouterr().err
+    assert not parts.exists()
+    broken = tmp_path / "broken_model"  # a config but no weights: fails while loading
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_chat_model / "config.json").read_text())
+    assert P.main(_predict_args(broken, test_parquet, out)) != 0
+    assert not parts.exists()
+    assert P.main(_predict_args(tiny_chat_model, test_parquet, out)) == 0
+
+
+def test_parts_without_any_part_file_do_not_block(tiny_chat_model: Path, test_parquet: Path,
+                                                  tmp_path: Path) -> None:
+    """A parts folder that an earlier failed start left with only a manifest holds no work."""
+    out = tmp_path / "predictions.parquet"
+    parts = out.with_name(out.name + ".parts")
+    parts.mkdir()
+    (parts / P.MANIFEST).write_text(json.dumps({"backend": "vllm", "model": "/elsewhere"}))
+    assert P.main(_predict_args(tiny_chat_model, test_parquet, out)) == 0
+    assert not parts.exists()

@@ -3,7 +3,7 @@ r"""Top-K next-key anomaly detection (LogGPT / LogNEO) with a K sweep.
 
 Usage::
 
-    python validation/keyseq_detect.py --model outputs/loggpt_bgl --data datasets/bgl_keyseq/test.parquet \\
+    python validation/keyseq_detect.py --model outputs/loggpt_bgl --input datasets/bgl_keyseq/test.parquet \\
         --out outputs/detect_bgl [--k 80] [--min-misses 0] [--k-sweep 1,5,10,40,80]
 
 For every sequence chunk of ``test.parquet`` (``python -m logdata sequences``), ``<bos>`` + keys
@@ -53,8 +53,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from logdata.cliargs import add_flag, add_input_flag, add_out_flag, add_progress_flag, new_parser
 from logdata.errors import LogDataError, run_cli
-from logdata.io import atomic_path, atomic_write_parquet, atomic_write_text, read_parquet
+from logdata.io import (
+    atomic_path,
+    atomic_write_parquet,
+    atomic_write_text,
+    read_parquet,
+    require_file,
+)
 from logdata.keyseq_model import keys_to_ids, load_model, pad_batch
 from reward.labels import ABNORMAL, NORMAL
 from validation import metrics as M
@@ -187,7 +194,7 @@ class ChunkScores:
 
 def score_chunks(model: Any, encoded: list[list[int]], ks: Sequence[int], pad_id: int,
                  batch_size: int = 32, device: str = "cpu",
-                 skip: Sequence[int] | None = None) -> ChunkScores:
+                 skip: Sequence[int] | None = None, progress: bool = True) -> ChunkScores:
     """Rank every true next key with one batched forward pass per batch of chunks.
 
     Args:
@@ -198,6 +205,7 @@ def score_chunks(model: Any, encoded: list[list[int]], ks: Sequence[int], pad_id
         batch_size: Chunks per forward pass (chunks are length-sorted to limit padding).
         device: Torch device.
         skip: Per chunk, how many leading keys are context only (not judged); default none.
+        progress: Show a progress bar (only for four batches or more).
 
     Returns:
         The per-chunk scores, in the order of ``encoded``.
@@ -214,7 +222,8 @@ def score_chunks(model: Any, encoded: list[list[int]], ks: Sequence[int], pad_id
     order = sorted(range(n), key=lambda i: -len(encoded[i]))
     batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
     with torch.inference_mode():
-        for idx in tqdm(batches, desc="keyseq detect", unit="batch", disable=len(batches) < 4):
+        for idx in tqdm(batches, desc="keyseq detect", unit="batch",
+                        disable=not progress or len(batches) < 4):
             ids, mask = (t.to(device) for t in pad_batch([encoded[i] for i in idx], pad_id))
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
             ranks = true_key_ranks(logits, ids[:, 1:])
@@ -337,8 +346,7 @@ def resolve_k(k: int | None, data_source: str | None, n_keys: int) -> tuple[int,
 
 def load_test(path: Path) -> pd.DataFrame:
     """Read the sequence parquet and check its columns."""
-    if not path.is_file():
-        raise LogDataError(f"data not found: {path}")
+    require_file(path, "data")
     rows = read_parquet(path)
     missing = [c for c in DATA_COLUMNS if c not in rows.columns]
     if missing:
@@ -349,7 +357,7 @@ def load_test(path: Path) -> pd.DataFrame:
 def detect(model_dir: Path, data: Path, out_dir: Path, k: int | None = None, min_misses: int = 0,
            sweep: Sequence[int] = DEFAULT_SWEEP, batch_size: int = 32, device: str = "cpu",
            data_source: str | None = None, skip_first: int = DEFAULT_SKIP_FIRST,
-           judge_eos: bool | None = None) -> dict[str, Any]:
+           judge_eos: bool | None = None, progress: bool = True) -> dict[str, Any]:
     """Run top-K detection and write ``scores.parquet``, ``metrics.json`` and ``k_sweep.png``.
 
     Args:
@@ -366,6 +374,7 @@ def detect(model_dir: Path, data: Path, out_dir: Path, k: int | None = None, min
             key is never judged; 0 judges it against the ``<bos>`` prediction).
         judge_eos: Judge the ``<eos>`` after a sequence's last key; None: LogGPT's rule (only
             for ``block`` windows, see :data:`EOS_JUDGED_KINDS`).
+        progress: Show a progress bar while scoring.
 
     Returns:
         The ``metrics.json`` payload.
@@ -385,7 +394,8 @@ def detect(model_dir: Path, data: Path, out_dir: Path, k: int | None = None, min
     started = time.perf_counter()
     offsets = rows["offset"].to_numpy() if "offset" in rows.columns else np.zeros(len(rows), int)
     skip = np.clip(skip_first - offsets, 0, None)
-    scores = score_chunks(model, encoded, ks, tokenizer.pad_token_id, batch_size, device, skip)
+    scores = score_chunks(model, encoded, ks, tokenizer.pad_token_id, batch_size, device, skip,
+                          progress)
     seconds = time.perf_counter() - started
     per_seq = aggregate(rows, scores, min_misses)
     j = ks.index(k_used)
@@ -407,7 +417,9 @@ def detect(model_dir: Path, data: Path, out_dir: Path, k: int | None = None, min
             "skip_first": skip_first, "judge_eos": eos_judged, "window_kind": kind,
             "vocab_size": vocab_size, "n_keys": vocab_keys, "data_source": source,
             "sweep": sweep_rows,
-            "best_k": max(sweep_rows, key=lambda r: (r["f1"], -r["k"]))["k"],
+            # an undefined F1 (no abnormal gold or prediction) ranks below every defined one
+            "best_k": max(sweep_rows, key=lambda r: (
+                -1.0 if r["f1"] is None else r["f1"], -r["k"]))["k"],
             "chunks": len(rows), "sequences": len(table), "keys": n_keys,
             "seconds": seconds, "sequences_per_s": len(table) / seconds if seconds else None,
             "keys_per_s": n_keys / seconds if seconds else None,
@@ -433,30 +445,34 @@ def _parse_ks(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
-    parser = argparse.ArgumentParser(prog="python validation/keyseq_detect.py",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="next-key model folder")
-    parser.add_argument("--data", type=Path, required=True, help="test.parquet of logdata sequences")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--k", type=int, default=None,
-                        help=f"top-K (default by data source: {DEFAULT_K})")
-    parser.add_argument("--min-misses", type=int, default=0,
-                        help="abnormal when misses exceed this (default 0: any miss)")
-    parser.add_argument("--k-sweep", type=_parse_ks, default=list(DEFAULT_SWEEP),
-                        help="comma-separated K values for the sweep")
-    parser.add_argument("--skip-first", type=int, default=DEFAULT_SKIP_FIRST,
-                        help="leading keys per sequence used as context only (default 1: LogGPT "
-                             "never judges the first key; 0 judges it against the <bos> "
-                             "prediction, a deviation from LogGPT)")
-    parser.add_argument("--judge-eos", action=argparse.BooleanOptionalAction, default=None,
-                        help="judge the <eos> after a sequence's last key (default: LogGPT's "
-                             "rule, only for block sessions such as HDFS, not for time/count "
-                             "windows); --no-judge-eos / --judge-eos force it (deviation)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (1 is often fastest for small models)")
-    parser.add_argument("--data-source", default=None, help="overrides meta.json")
+    parser = new_parser("python validation/keyseq_detect.py", __doc__.splitlines()[0])
+    add_flag(parser, "--model", type=Path, required=True, metavar="PATH",
+             help="next-key model folder")
+    add_input_flag(parser, "test.parquet of logdata sequences", aliases=("--data",))
+    add_out_flag(parser, "output folder")
+    add_flag(parser, "--k", type=int, default=None,
+             help=f"top-K (default by data source: {DEFAULT_K})")
+    add_flag(parser, "--min-misses", type=int, default=0, metavar="N",
+             help="abnormal when misses exceed this (default 0: any miss)")
+    add_flag(parser, "--k-sweep", type=_parse_ks, default=list(DEFAULT_SWEEP), metavar="K,K,...",
+             help="comma-separated K values for the sweep (default: "
+                  + ",".join(map(str, DEFAULT_SWEEP)) + ")")
+    add_flag(parser, "--skip-first", type=int, default=DEFAULT_SKIP_FIRST, metavar="N",
+             help="leading keys per sequence used as context only (default 1: LogGPT "
+                  "never judges the first key; 0 judges it against the <bos> "
+                  "prediction, a deviation from LogGPT)")
+    add_flag(parser, "--judge-eos", action=argparse.BooleanOptionalAction, default=None,
+             help="judge the <eos> after a sequence's last key (default: LogGPT's "
+                  "rule, only for block sessions such as HDFS, not for time/count "
+                  "windows); --no-judge-eos / --judge-eos force it (deviation)")
+    add_flag(parser, "--batch-size", type=int, default=32, metavar="N",
+             help="sequence chunks per forward pass")
+    add_flag(parser, "--device", default="cpu", help="torch device (cpu, cuda, cuda:1 …)")
+    add_flag(parser, "--threads", type=int, default=None, metavar="N",
+             help="torch CPU threads (default: torch's; 1 is often fastest for small models)")
+    add_flag(parser, "--data-source", default=None,
+             help="overrides meta.json (default: the data's meta.json)")
+    add_progress_flag(parser)
     return parser
 
 
@@ -475,12 +491,13 @@ def _detect_and_report(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    result = detect(args.model, args.data, args.out, args.k, args.min_misses, args.k_sweep,
+    result = detect(args.model, args.input, args.out, args.k, args.min_misses, args.k_sweep,
                     args.batch_size, args.device, args.data_source, args.skip_first,
-                    args.judge_eos)
+                    args.judge_eos, progress=not args.no_progress)
     overall, ks = result["session"]["overall"], result["keyseq"]
-    print(f"K={ks['k']}: precision {overall['precision']:.3f} recall {overall['recall']:.3f} "
-          f"F1 {overall['f1']:.3f} on {ks['sequences']} sequences; "
+    precision, recall, f1 = (M.format_metric(overall[k], 3) for k in ("precision", "recall", "f1"))
+    print(f"K={ks['k']}: precision {precision} recall {recall} "
+          f"F1 {f1} on {ks['sequences']} sequences; "
           f"{ks['sequences_per_s']:.1f} sequences/s, {ks['keys_per_s']:.1f} keys/s "
           f"(best K in sweep: {ks['best_k']}); wrote {args.out}")
     return 0

@@ -8,7 +8,15 @@
 * ``normal``: an ``unknown`` is read as ``normal`` (the reference implementation's convention).
 
 Either way ``unknown_rate`` (the fraction of predictions that were ``unknown``) is reported.
-A ratio whose denominator is zero is ``0.0``.
+
+A ratio whose denominator is zero is **undefined**: ``None`` (``null`` in ``metrics.json``,
+``n/a`` in print, see :func:`format_metric`), never ``0.0``. So precision is undefined when
+nothing was predicted abnormal, recall when no gold label is abnormal, and every rate when no
+item was evaluated (``n == 0``, e.g. no session judged). F1 is ``2·tp / (2·tp + fp + fn)``
+(the harmonic mean of precision and recall where both are defined; ``0.0`` when one of them is
+``0.0`` and the other undefined), undefined only when there is no abnormal gold or prediction at
+all; macro-F1 averages the F1 of the classes for which it is defined, as scikit-learn averages
+over the labels present.
 
 >>> m = binary_metrics(["abnormal", "normal", "normal"], ["abnormal", "unknown", "normal"])
 >>> m["precision"], m["recall"], m["accuracy"], round(m["unknown_rate"], 3), m["n"]
@@ -43,14 +51,41 @@ METRIC_KEYS: tuple[str, ...] = (
 )
 
 
-def _ratio(num: float, den: float) -> float:
-    """Return ``num / den``, or ``0.0`` when ``den`` is zero."""
-    return float(num) / float(den) if den else 0.0
+def _ratio(num: float, den: float) -> float | None:
+    """Return ``num / den``, or ``None`` (undefined) when ``den`` is zero.
+
+    >>> _ratio(1, 4), _ratio(0, 0)
+    (0.25, None)
+    """
+    return float(num) / float(den) if den else None
 
 
-def _f1(precision: float, recall: float) -> float:
-    """Harmonic mean of precision and recall (``0.0`` when both are zero)."""
-    return _ratio(2.0 * precision * recall, precision + recall)
+def _f1(tp: int, fp: int, fn: int) -> float | None:
+    """F1 of one class from its counts, ``2·tp / (2·tp + fp + fn)``; ``None`` when all are zero.
+
+    >>> _f1(1, 1, 0), _f1(0, 0, 3), _f1(0, 0, 0)
+    (0.6666666666666666, 0.0, None)
+    """
+    return _ratio(2 * tp, 2 * tp + fp + fn)
+
+
+def _mean_defined(values: Iterable[float | None]) -> float | None:
+    """Mean of the values that are not ``None``; ``None`` when none is."""
+    defined = [v for v in values if v is not None]
+    return sum(defined) / len(defined) if defined else None
+
+
+def format_metric(value: Any, digits: int = 4) -> str:
+    """Print form of a metric: floats with ``digits`` decimals, ``n/a`` when undefined (``None``).
+
+    >>> format_metric(0.5), format_metric(None), format_metric(12), format_metric(1 / 3, 3)
+    ('0.5000', 'n/a', '12', '0.333')
+    """
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
 
 
 def resolve_prediction(gold: str, pred: str, unknown_as: str = "wrong") -> str:
@@ -110,7 +145,7 @@ def confusion_counts(
     return {k: int(counts[k]) for k in ("tp", "fp", "fn", "tn", "unknown")}
 
 
-def metrics_from_counts(counts: Mapping[str, int]) -> dict[str, float | int]:
+def metrics_from_counts(counts: Mapping[str, int]) -> dict[str, float | int | None]:
     """Turn confusion counts into the metric dict of ``metrics.json``.
 
     Args:
@@ -118,22 +153,21 @@ def metrics_from_counts(counts: Mapping[str, int]) -> dict[str, float | int]:
 
     Returns:
         ``precision``, ``recall``, ``f1`` (abnormal positive), ``accuracy``, ``macro_f1`` (mean of
-        the abnormal-positive and normal-positive F1), ``unknown_rate`` and ``n``.
+        the abnormal-positive and normal-positive F1 where defined), ``unknown_rate`` and ``n``;
+        a metric with a zero denominator is ``None`` (see the module docstring).
 
     >>> metrics_from_counts({"tp": 1, "fp": 1, "fn": 0, "tn": 2, "unknown": 0})["f1"]
     0.6666666666666666
     """
     tp, fp, fn, tn = (int(counts.get(k, 0)) for k in ("tp", "fp", "fn", "tn"))
     n = tp + fp + fn + tn
-    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
-    f1 = _f1(precision, recall)
-    normal_f1 = _f1(_ratio(tn, tn + fn), _ratio(tn, tn + fp))
+    f1 = _f1(tp, fp, fn)
     return {
-        "precision": precision,
-        "recall": recall,
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
         "f1": f1,
         "accuracy": _ratio(tp + tn, n),
-        "macro_f1": (f1 + normal_f1) / 2.0,
+        "macro_f1": _mean_defined((f1, _f1(tn, fn, fp))),
         "unknown_rate": _ratio(int(counts.get("unknown", 0)), n),
         "n": n,
     }
@@ -141,7 +175,7 @@ def metrics_from_counts(counts: Mapping[str, int]) -> dict[str, float | int]:
 
 def binary_metrics(
     gold: Sequence[str], pred: Sequence[str], unknown_as: str = "wrong"
-) -> dict[str, float | int]:
+) -> dict[str, float | int | None]:
     """Precision, recall, F1, accuracy, macro-F1 and unknown rate with ``abnormal`` positive.
 
     Args:
@@ -153,7 +187,7 @@ def binary_metrics(
         The metric dict (keys :data:`METRIC_KEYS`) plus the raw ``tp``/``fp``/``fn``/``tn``.
     """
     counts = confusion_counts(gold, pred, unknown_as)
-    out: dict[str, float | int] = dict(metrics_from_counts(counts))
+    out: dict[str, float | int | None] = dict(metrics_from_counts(counts))
     out.update({k: counts[k] for k in ("tp", "fp", "fn", "tn")})
     return out
 
@@ -276,8 +310,10 @@ def session_metrics(
     return out
 
 
-def bleu(reference: str, hypothesis: str) -> float:
-    """Sentence BLEU-4 (NLTK ``method1`` smoothing), from the reward package's text metrics.
+def bleu(hypothesis: str, reference: str) -> float:
+    """Sentence BLEU-4 (NLTK ``method1`` smoothing) of ``hypothesis`` against ``reference``.
+
+    The arguments come in the order of :func:`reward.textmetrics.bleu`, which computes it.
 
     >>> bleu("the disk failed with an error", "the disk failed with an error")
     1.0
@@ -287,8 +323,10 @@ def bleu(reference: str, hypothesis: str) -> float:
     return float(_bleu(hypothesis, reference))
 
 
-def rouge_l(reference: str, hypothesis: str) -> float:
-    """ROUGE-L F-measure (as ``rouge-score`` without stemming), from the reward package.
+def rouge_l(hypothesis: str, reference: str) -> float:
+    """ROUGE-L F-measure (as ``rouge-score`` without stemming) of ``hypothesis`` against ``reference``.
+
+    The arguments come in the order of :func:`reward.textmetrics.rouge_f1`, which computes it.
 
     >>> rouge_l("a b c d", "a b c d")
     1.0
@@ -298,21 +336,22 @@ def rouge_l(reference: str, hypothesis: str) -> float:
     return float(rouge_f1(hypothesis, reference)[2])
 
 
-def rationale_metrics(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
+def rationale_metrics(hypotheses: Sequence[str],
+                      references: Sequence[str]) -> dict[str, float | int | None]:
     """Mean BLEU and ROUGE-L of generated rationales against reference rationales.
 
     Args:
-        references: Reference rationale texts.
-        hypotheses: Generated rationale texts (the ``<think>`` parts), aligned.
+        hypotheses: Generated rationale texts (the ``<think>`` parts).
+        references: Reference rationale texts, aligned with ``hypotheses``.
 
     Returns:
-        ``{"bleu", "rouge_l", "n"}``; zeros with ``n == 0`` for empty input.
+        ``{"bleu", "rouge_l", "n"}``; the means are ``None`` (undefined) with ``n == 0``.
     """
-    pairs = list(zip(references, hypotheses, strict=True))
+    pairs = list(zip(hypotheses, references, strict=True))
     if not pairs:
-        return {"bleu": 0.0, "rouge_l": 0.0, "n": 0}
+        return {"bleu": None, "rouge_l": None, "n": 0}
     return {
-        "bleu": sum(bleu(r, h) for r, h in pairs) / len(pairs),
-        "rouge_l": sum(rouge_l(r, h) for r, h in pairs) / len(pairs),
+        "bleu": sum(bleu(hypothesis=h, reference=r) for h, r in pairs) / len(pairs),
+        "rouge_l": sum(rouge_l(hypothesis=h, reference=r) for h, r in pairs) / len(pairs),
         "n": len(pairs),
     }

@@ -38,8 +38,9 @@ from typing import Any
 
 import pandas as pd
 
+from logdata.cliargs import add_flag, add_out_flag, new_parser
 from logdata.errors import run_cli
-from logdata.io import atomic_path, atomic_write_text, read_parquet
+from logdata.io import atomic_path, atomic_write_text, read_parquet, require_file
 from reward.labels import LABELS, PREDICTIONS
 from reward.parsing import extract_think, parse_answer
 from validation import metrics as M
@@ -232,7 +233,7 @@ def rationale_quality(frame: pd.DataFrame) -> dict[str, Any] | None:
         return None
     refs = [extract_think(r) or r for r in sub["reference_rationale"]]
     hyps = [extract_think(r) for r in sub["response"]]
-    return M.rationale_metrics(refs, hyps)
+    return M.rationale_metrics(hypotheses=hyps, references=refs)
 
 
 def evaluate(
@@ -275,10 +276,8 @@ def evaluate(
 
 
 def _fmt(value: Any) -> str:
-    """Format a metric for markdown: floats with 4 decimals, others as text."""
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return "–" if value is None else str(value)
+    """Format a metric for markdown: floats with 4 decimals, ``n/a`` when undefined or absent."""
+    return M.format_metric(value)
 
 
 def _table(rows: dict[str, dict[str, Any]], keys: Sequence[str]) -> list[str]:
@@ -315,7 +314,7 @@ def _session_section(sess: dict[str, Any]) -> list[str]:
              f"{overall['n_sessions']} sessions, skipped **{sess['sessions_skipped']}**.", ""]
     if not sess["sessions_judged"]:
         lines += ["No session was judged: every session holds a template without a prediction, "
-                  "so the metrics below are empty (zeros).", ""]
+                  "so the metrics below are undefined (n/a; null in metrics.json).", ""]
     keys = (*M.METRIC_KEYS, "n_sessions", "coverage", "template_coverage")
     return lines + _table({f"overall ({mode})": overall, **sess.get("per_source", {})}, keys)
 
@@ -378,23 +377,25 @@ def compare_table(run_dirs: Sequence[Path]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line interface."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--predictions", type=Path, help="predictions.parquet from model_predict")
-    p.add_argument("--sessions", type=Path, help="sessions_test.parquet (session level)")
-    p.add_argument("--session-predictions", type=Path,
-                   help="opt-in coverage mode 'full': predictions on sessions_templates.parquet "
-                   "(every template of the test sessions, including templates first seen in the "
-                   "train/val periods); not paper-comparable. Default: coverage mode "
-                   "'test_templates', sessions judged on --predictions only (RationAnomaly)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--unknown-as", choices=M.UNKNOWN_CONVENTIONS, default="wrong",
-                   help="how an unknown answer is scored (default: wrong)")
-    p.add_argument("--missing-template-rule", choices=sorted(M.MISSING_TEMPLATE_RULES),
-                   default="skip", help="sessions whose templates lack predictions (default "
-                   "skip, the paper's); "
-                   + "; ".join(f"{k}: {v}" for k, v in M.MISSING_TEMPLATE_RULES.items()))
-    p.add_argument("--compare", type=Path, nargs="+", metavar="DIR",
-                   help="render one table over these runs' metrics.json (no evaluation)")
+    p = new_parser(description=__doc__.split("\n\n")[0])
+    add_flag(p, "--predictions", type=Path, metavar="PATH",
+             help="predictions.parquet from model_predict (required unless --compare)")
+    add_flag(p, "--sessions", type=Path, metavar="PATH",
+             help="sessions_test.parquet (session level; default: template level only)")
+    add_flag(p, "--session-predictions", type=Path, metavar="PATH",
+             help="opt-in coverage mode 'full': predictions on sessions_templates.parquet "
+             "(every template of the test sessions, including templates first seen in the "
+             "train/val periods); not paper-comparable. Default: coverage mode "
+             "'test_templates', sessions judged on --predictions only (RationAnomaly)")
+    add_out_flag(p, "output folder")
+    add_flag(p, "--unknown-as", choices=M.UNKNOWN_CONVENTIONS, default="wrong",
+             help="how an unknown answer is scored (default: wrong)")
+    add_flag(p, "--missing-template-rule", choices=sorted(M.MISSING_TEMPLATE_RULES),
+             default="skip", help="sessions whose templates lack predictions (default "
+             "skip, the paper's); "
+             + "; ".join(f"{k}: {v}" for k, v in M.MISSING_TEMPLATE_RULES.items()))
+    add_flag(p, "--compare", type=Path, nargs="+", metavar="DIR",
+             help="render one table over these runs' metrics.json (no evaluation; default: off)")
     return p
 
 
@@ -407,9 +408,10 @@ def run(args: argparse.Namespace) -> str:
         return table
     if args.predictions is None:
         raise EvaluationError("--predictions is required (or use --compare)")
-    for path in (args.predictions, args.sessions, args.session_predictions):
-        if path is not None and not path.is_file():
-            raise EvaluationError(f"{path} does not exist")
+    for flag, path in (("--predictions", args.predictions), ("--sessions", args.sessions),
+                       ("--session-predictions", args.session_predictions)):
+        if path is not None:
+            require_file(path, flag, EvaluationError)
     if args.session_predictions is not None and args.sessions is None:
         raise EvaluationError("--session-predictions needs --sessions")
     frame = load_predictions(args.predictions)

@@ -12,8 +12,10 @@ exactly as VeRL's rollout does (``apply_chat_template(messages, tokenize=True,
 add_generation_prompt=True, **data.apply_chat_template_kwargs)``); responses are decoded with
 ``skip_special_tokens=True`` as VeRL's reward managers decode them. Results are written in chunks
 to ``<out>.parts/``; a rerun with the same settings skips finished chunks, and the parts are merged
-atomically into ``--out`` at the end. The output's parquet metadata records the model, the sampling
-parameters and the data file's sha256.
+atomically into ``--out`` at the end. ``<out>.parts/`` (with its ``manifest.json`` of the run's
+settings) is created only once the backend has loaded, so a run that fails to start leaves nothing
+behind, and a parts folder without a single part file never blocks a rerun. The output's parquet
+metadata records the model, the sampling parameters and the data file's sha256.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ if __package__ in (None, ""):  # run by path: make the repository root importabl
 import argparse
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import logging
 import math
@@ -40,8 +43,23 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from logdata.cliargs import (
+    add_flag,
+    add_input_flag,
+    add_out_flag,
+    add_overwrite_flag,
+    add_seed_flag,
+    new_parser,
+)
 from logdata.errors import run_cli
-from logdata.io import atomic_write_parquet, atomic_write_text, read_parquet
+from logdata.io import (
+    atomic_write_parquet,
+    atomic_write_text,
+    read_parquet,
+    require_dir,
+    require_file,
+    sha256_file,
+)
 from reward.labels import LABELS
 from reward.parsing import parse_answer
 from reward.perplexity import resolve_device
@@ -50,6 +68,8 @@ from validation.model_evaluate import RUN_METADATA_KEY, read_run_metadata
 logger = logging.getLogger("validation.model_predict")
 
 MANIFEST = "manifest.json"
+VLLM_MISSING = ("--backend vllm needs vLLM, which is not installed: pip install vllm (a CUDA "
+                "machine), or use --backend hf (transformers, CPU or one GPU)")
 REGISTRY = Path(__file__).resolve().with_name("model_testset_list.yaml")
 OUTPUT_COLUMNS: tuple[str, ...] = (
     "index", "sample", "data_source", "log", "label", "response", "pred",
@@ -95,15 +115,6 @@ class Backend(Protocol):
 # --------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------
-
-
-def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(block), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _messages(raw: Any) -> list[dict[str, str]]:
@@ -447,11 +458,11 @@ def run_prediction(
     if parts.exists():
         stored = json.loads(manifest.read_text()) if manifest.is_file() else None
         if stored != run_key:
-            if not overwrite:
+            # Parts without a single part file hold no work (a run that failed before its first
+            # chunk): they never block a rerun.
+            if not overwrite and any(parts.glob("part-*.parquet")):
                 raise PredictError(f"{parts} holds parts of another run; pass --overwrite")
             shutil.rmtree(parts)
-    parts.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(manifest, json.dumps(run_key, indent=2, sort_keys=True))
 
     ranges = chunk_ranges(len(requests), chunk_size)
     done = {c: f for c, (a, b) in enumerate(ranges)
@@ -462,6 +473,10 @@ def run_prediction(
     generated, tokens = 0, 0
     if len(done) < len(ranges):
         backend, tokenizer = backend_factory()
+        # The manifest goes down only once the backend is up: a run that fails to start (no
+        # vLLM, a folder that is no model) leaves nothing that refuses the corrected rerun.
+        parts.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(manifest, json.dumps(run_key, indent=2, sort_keys=True))
         bar = _progress(len(requests), sum(b - a for c, (a, b) in enumerate(ranges) if c in done))
         started = time.perf_counter()
         for c, (a, b) in enumerate(ranges):
@@ -483,7 +498,7 @@ def run_prediction(
                 "reused_rows": reused, "response_tokens_generated": tokens,
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     _write_parquet_atomic(merged, out, metadata)
-    shutil.rmtree(parts)
+    shutil.rmtree(parts, ignore_errors=True)
     logger.info("wrote %s: %d rows (%d generated, %d reused)", out, len(merged), generated, reused)
     return metadata
 
@@ -560,45 +575,51 @@ def conversation_system_prompt(entry: dict[str, Any]) -> str | None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line interface."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help="HF model folder (or -m from the registry)")
-    p.add_argument("--data", type=Path, help="VeRL test parquet (or -t from the registry)")
-    p.add_argument("--out", type=Path, required=True, help="predictions.parquet to write")
-    p.add_argument("-m", "--model-id", help="registry model by index or name")
-    p.add_argument("-t", "--testset-id", help="registry test set by index or name")
-    p.add_argument("-c", "--conversation", default=None,
-                   help="registry conversation variant (default: the parquet's own messages)")
-    p.add_argument("--registry", type=Path, default=REGISTRY, help="registry yaml")
-    p.add_argument("--backend", choices=("vllm", "hf"), default="hf")
-    p.add_argument("--tp", type=int, default=1, help="vLLM tensor-parallel size")
-    p.add_argument("--dp", type=int, default=1, help="vLLM data-parallel engines (Ray actors)")
-    p.add_argument("--temperature", type=float, default=0.1)
-    p.add_argument("--top_p", "--top-p", type=float, default=0.7)
-    p.add_argument("--max_tokens", "--max-tokens", type=int, default=1024)
-    p.add_argument("--n", type=int, default=1, help="samples per prompt (one row each)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch_size", "--batch-size", type=int, default=8, help="hf batch size")
-    p.add_argument("--chunk_size", "--chunk-size", type=int, default=64, help="rows per part file")
-    p.add_argument("--limit", type=int, default=None, help="predict only the first N rows")
-    p.add_argument("--device", default="auto", help="hf device: auto, cpu, cuda, cuda:1 …")
-    p.add_argument("--dtype", default="auto", help="hf dtype: auto, float32, bfloat16 …")
-    p.add_argument("--chat_template_kwargs", "--chat-template-kwargs", type=json.loads,
-                   default=None, help='JSON, as VeRL data.apply_chat_template_kwargs')
-    p.add_argument("--gpu_memory_utilization", type=float, default=0.85, help="vLLM")
-    p.add_argument("--max_model_len", type=int, default=None, help="vLLM context length")
-    p.add_argument("--overwrite", action="store_true", help="replace output of another run")
+    p = new_parser(description=__doc__.split("\n\n")[0])
+    add_flag(p, "--model", help="HF model folder (or -m from the registry; default: none)")
+    add_input_flag(p, "VeRL test parquet (or -t from the registry; default: none)",
+                   required=False, aliases=("--data",), dest="data")
+    add_out_flag(p, "predictions.parquet to write")
+    add_flag(p, "-m", "--model-id", help="registry model by index or name (default: none)")
+    add_flag(p, "-t", "--testset-id", help="registry test set by index or name (default: none)")
+    add_flag(p, "-c", "--conversation", default=None,
+             help="registry conversation variant (default: the parquet's own messages)")
+    add_flag(p, "--registry", type=Path, default=REGISTRY, metavar="PATH", help="registry yaml")
+    add_flag(p, "--backend", choices=("vllm", "hf"), default="hf", help="generation backend")
+    add_flag(p, "--tp", type=int, default=1, metavar="N", help="vLLM tensor-parallel size")
+    add_flag(p, "--dp", type=int, default=1, metavar="N",
+             help="vLLM data-parallel engines (Ray actors)")
+    add_flag(p, "--temperature", type=float, default=0.1, help="sampling temperature")
+    add_flag(p, "--top-p", type=float, default=0.7, help="nucleus sampling mass")
+    add_flag(p, "--max-tokens", type=int, default=1024, metavar="N",
+             help="response tokens per sample")
+    add_flag(p, "--n", type=int, default=1, help="samples per prompt (one row each)")
+    add_seed_flag(p, "sampling seed")
+    add_flag(p, "--batch-size", type=int, default=8, metavar="N", help="hf batch size")
+    add_flag(p, "--chunk-size", type=int, default=64, metavar="N", help="rows per part file")
+    add_flag(p, "--limit", type=int, default=None, metavar="N",
+             help="predict only the first N rows (default: all)")
+    add_flag(p, "--device", default="auto", help="hf device: auto, cpu, cuda, cuda:1 …")
+    add_flag(p, "--dtype", default="auto", help="hf dtype: auto, float32, bfloat16 …")
+    add_flag(p, "--chat-template-kwargs", type=json.loads, default=None, metavar="JSON",
+             help="JSON, as VeRL data.apply_chat_template_kwargs (default: none)")
+    add_flag(p, "--gpu-memory-utilization", type=float, default=0.85, metavar="R",
+             help="vLLM GPU memory share")
+    add_flag(p, "--max-model-len", type=int, default=None, metavar="N",
+             help="vLLM context length (default: the model's)")
+    add_overwrite_flag(p, "replace output of another run")
     return p
 
 
 def _check(args: argparse.Namespace) -> None:
     """Validate numeric arguments."""
-    positive = {"--tp": args.tp, "--dp": args.dp, "--max_tokens": args.max_tokens,
-                "--n": args.n, "--batch_size": args.batch_size, "--chunk_size": args.chunk_size}
+    positive = {"--tp": args.tp, "--dp": args.dp, "--max-tokens": args.max_tokens,
+                "--n": args.n, "--batch-size": args.batch_size, "--chunk-size": args.chunk_size}
     for flag, value in positive.items():
         if value < 1:
             raise PredictError(f"{flag} must be >= 1, got {value}")
     if args.temperature < 0 or not 0 < args.top_p <= 1:
-        raise PredictError("--temperature must be >= 0 and --top_p in (0, 1]")
+        raise PredictError("--temperature must be >= 0 and --top-p in (0, 1]")
     if args.backend == "hf" and (args.tp > 1 or args.dp > 1):
         raise PredictError("--tp/--dp apply to the vllm backend only")
 
@@ -613,11 +634,12 @@ def resolve_inputs(args: argparse.Namespace) -> tuple[str, Path, str | None, str
         pick(registry["test_sets"], args.testset_id, "test set")["data"], args.registry))
         if args.testset_id else None)
     if model is None or data is None:
-        raise PredictError("give --model/-m and --data/-t")
-    if not Path(model).is_dir():
-        raise PredictError(f"model folder {model} does not exist")
-    if not data.is_file():
-        raise PredictError(f"data file {data} does not exist")
+        raise PredictError("give --model/-m and --input/-t")
+    require_dir(model, "model folder", PredictError)
+    if not (Path(model) / "config.json").is_file():
+        raise PredictError(f"model folder {model} has no config.json: not a Hugging Face model "
+                           "(export a training checkpoint first: bash model_export.sh CKPT OUT)")
+    require_file(data, "data file", PredictError)
     conversation = args.conversation or "parquet"
     system = None
     if args.conversation:
@@ -626,8 +648,22 @@ def resolve_inputs(args: argparse.Namespace) -> tuple[str, Path, str | None, str
     return str(model), data, system, conversation
 
 
+def require_backend(backend: str) -> None:
+    """Fail early, in one line saying what to do, when the backend's package is not installed.
+
+    Raises:
+        PredictError: For ``vllm`` without an importable ``vllm`` package.
+    """
+    if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise PredictError(VLLM_MISSING)
+
+
 def make_backend(args: argparse.Namespace, model: str) -> tuple[Backend, Any]:
-    """Build the requested backend and return it with the model's tokenizer."""
+    """Build the requested backend and return it with the model's tokenizer.
+
+    Raises:
+        PredictError: When vLLM cannot be imported (see :data:`VLLM_MISSING`).
+    """
     if args.backend == "hf":
         backend = HFBackend(model, args.device, args.dtype, args.batch_size)
         return backend, backend.tokenizer
@@ -636,18 +672,22 @@ def make_backend(args: argparse.Namespace, model: str) -> tuple[Backend, Any]:
     engine = {"gpu_memory_utilization": args.gpu_memory_utilization}
     if args.max_model_len:
         engine["max_model_len"] = args.max_model_len
-    backend = VLLMBackend(model, args.tp, args.dp, args.seed, engine)
+    try:
+        backend = VLLMBackend(model, args.tp, args.dp, args.seed, engine)
+    except ImportError as exc:
+        raise PredictError(f"{VLLM_MISSING} ({exc})") from exc
     return backend, AutoTokenizer.from_pretrained(model, trust_remote_code=False)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Execute the command and return the output metadata."""
     _check(args)
+    require_backend(args.backend)
     model, data, system, conversation = resolve_inputs(args)
     sampling = Sampling(args.temperature, args.top_p, args.max_tokens, args.n, args.seed)
     requests = load_requests(data, args.limit, system)
     run_key = {
-        "model": str(Path(model).resolve()), "data": str(data), "data_sha256": file_sha256(data),
+        "model": str(Path(model).resolve()), "data": str(data), "data_sha256": sha256_file(data),
         "backend": args.backend, "sampling": dataclasses.asdict(sampling),
         "conversation": conversation,
         "system_prompt_sha256": hashlib.sha256(system.encode()).hexdigest() if system else None,

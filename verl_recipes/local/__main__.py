@@ -12,17 +12,24 @@ import os
 import sys
 from collections.abc import Sequence
 
+from logdata.cliargs import add_flag, new_parser
 from verl_recipes.local.config import LocalConfigError, build_config
 from verl_recipes.local.data import LocalDataError
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = new_parser("python -m verl_recipes.local", __doc__)
+    parser.add_argument("mode", choices=["grpo", "sft"], help="GRPO (RL) or SFT (rationales)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. model=PATH (default: none)")
+    add_flag(parser, "--dry-run", action="store_true", help="print the resolved config and exit")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, build the config, train; one-line errors with exit status 2."""
-    parser = argparse.ArgumentParser(prog="python -m verl_recipes.local", description=__doc__)
-    parser.add_argument("mode", choices=["grpo", "sft"], help="GRPO (RL) or SFT (rationales)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model=PATH")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    args = parser.parse_intermixed_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

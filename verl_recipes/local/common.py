@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,18 +65,24 @@ def peft_config(lora: dict[str, Any]) -> Any:
 
 
 def metrics_callback(out_dir: Path) -> Any:
-    """A ``TrainerCallback`` appending every log record (losses, rewards/<component>/…) to JSONL."""
+    """A ``TrainerCallback`` appending every log record (losses, rewards/<component>/…) to JSONL.
+
+    Each record is ``{"step": global step, "wall_time": seconds since the epoch, **logs}``; the
+    last one of a finished run is TRL's ``train_runtime`` summary (``scripts/watch_training.py``
+    reads both: step times from ``wall_time``, the end of the run from the summary).
+    """
     from transformers import TrainerCallback
 
     path = out_dir / METRICS_FILE
 
     class JsonlMetrics(TrainerCallback):
-        """Append ``{"step": …, **logs}`` to ``metrics.jsonl`` on every log event."""
+        """Append ``{"step": …, "wall_time": …, **logs}`` to ``metrics.jsonl`` on every log event."""
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
             if not logs or not state.is_world_process_zero:
                 return
-            record = {"step": state.global_step, **{k: _num(v) for k, v in logs.items()}}
+            record = {"step": state.global_step, "wall_time": round(time.time(), 3),
+                      **{k: _num(v) for k, v in logs.items()}}
             with path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
 
@@ -101,7 +108,27 @@ def save_final(trainer: Any, tokenizer: Any, out_dir: Path, config: dict[str, An
     for name in PICKLED_FILES:
         (final / name).unlink(missing_ok=True)
     write_json(final / CONFIG_FILE, config)
+    plain_file_modes(final)
     return final
+
+
+def plain_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: ``0o666`` less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def plain_file_modes(folder: Path) -> None:
+    """Give every file under ``folder`` the mode a plain ``open(path, "w")`` would.
+
+    ``save_pretrained`` writes ``model.safetensors`` through a temporary file (mode 0600), so a
+    model folder meant for others (``final/``, an export) would not be readable by them.
+    """
+    mode = plain_file_mode()
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -165,5 +192,7 @@ def start_run(cfg: dict[str, Any]) -> tuple[Path, Any, Any]:
     out_dir = resolve_path(cfg["trainer"]["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "local_config.json", cfg)
+    # scripts/watch_training.py finds the metrics through this line of the console log.
+    logger.info("metrics log: %s", (out_dir / METRICS_FILE).resolve())
     model, tokenizer = load_model_and_tokenizer(resolve_path(cfg["model"]["path"]), cfg["model"]["dtype"])
     return out_dir, model, tokenizer

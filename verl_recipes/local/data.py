@@ -15,14 +15,15 @@ from typing import Any
 
 import pandas as pd
 
+from logdata.io import require_file
+
 
 class LocalDataError(ValueError):
     """A parquet file is missing or lacks the expected columns."""
 
 
 def _read(path: Path, columns: tuple[str, ...], max_samples: int = -1) -> pd.DataFrame:
-    if not path.is_file():
-        raise LocalDataError(f"data file not found: {path}")
+    require_file(path, "data file", LocalDataError)
     frame = pd.read_parquet(path)
     missing = [c for c in columns if c not in frame.columns]
     if missing:

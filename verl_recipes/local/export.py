@@ -7,18 +7,21 @@
   merger leaves ``<target>/lora_adapter``, it is merged here into the base weights saved beside it.
 
 The result keeps the tokenizer and chat template and is checked by loading it with
-``AutoModelForCausalLM``.
+``AutoModelForCausalLM``; its files get the mode a plain ``open(path, "w")`` gives (the savers
+write through 0600 temporary files). The target is never the checkpoint itself, a folder inside
+it or one holding it (refused even with ``--overwrite``), and a non-empty target is refused unless
+``--overwrite``, which replaces it.
 
 Usage::
 
-    python -m verl_recipes.local.export local SRC DST [--base BASE]
+    python -m verl_recipes.local.export local SRC DST [--base BASE] [--overwrite]
+    python -m verl_recipes.local.export prepare-target SRC DST [--overwrite]  # before the merger
     python -m verl_recipes.local.export merge-lora DST        # after verl.model_merger
     python -m verl_recipes.local.export find-verl CKPT_DIR    # print the actor folder to merge
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -26,6 +29,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from logdata.cliargs import add_command, add_flag, add_overwrite_flag, new_parser
+from verl_recipes.local.common import plain_file_modes
 
 ADAPTER_CONFIG = "adapter_config.json"
 VERL_SHARD = re.compile(r"model_world_size_(\d+)_rank_0\.pt")
@@ -104,17 +110,59 @@ def merge_adapter(base: Path, adapter: Path, dst: Path) -> Path:
     return dst
 
 
-def export_local(src: Path, dst: Path, base: Path | None = None) -> Path:
+def prepare_target(src: Path, dst: Path, overwrite: bool = False) -> Path:
+    """Check the export target against the checkpoint; with ``overwrite``, remove what it holds.
+
+    Args:
+        src: The checkpoint (folder) being exported.
+        dst: The folder the export writes.
+        overwrite: Replace a non-empty ``dst`` instead of refusing.
+
+    Returns:
+        ``dst`` (absent or an empty folder afterwards).
+
+    Raises:
+        ExportError: When ``dst`` is ``src``, lies inside it or holds it (always: the export
+            would mix the model into the checkpoint, or an overwrite would delete it); when
+            ``dst`` is not empty and ``overwrite`` is off.
+    """
+    source, target = src.resolve(), dst.resolve()
+    if target == source or source in target.parents:
+        raise ExportError(f"target {dst} is the source checkpoint {src} or lies inside it; "
+                          "export to a folder of its own")
+    if target in source.parents:
+        raise ExportError(f"target {dst} holds the source checkpoint {src}; export to a folder "
+                          "of its own")
+    if not dst.exists() and not dst.is_symlink():
+        return dst
+    if dst.is_dir() and not dst.is_symlink() and not any(dst.iterdir()):
+        return dst
+    if not overwrite:
+        what = "is not empty" if dst.is_dir() else "exists and is not a folder"
+        raise ExportError(f"target {dst} {what}; pass --overwrite to replace it")
+    if dst.is_dir() and not dst.is_symlink():
+        shutil.rmtree(dst)
+    else:
+        dst.unlink()
+    return dst
+
+
+def export_local(src: Path, dst: Path, base: Path | None = None, overwrite: bool = False) -> Path:
     """Export a local-backend output to a plain HF folder at ``dst``.
 
     Args:
         src: ``outputs/<run>`` or a model folder inside it.
-        dst: Target folder (created).
+        dst: Target folder (created; see :func:`prepare_target` for what is refused).
         base: Base model for a LoRA adapter (default: the adapter's ``base_model_name_or_path``).
+        overwrite: Replace a non-empty ``dst``.
+
+    Raises:
+        ExportError: On a refused target or a source without a model.
     """
     from transformers import AutoModelForCausalLM
 
     model_dir = latest_local_model(src)
+    prepare_target(src, dst, overwrite)
     dst.mkdir(parents=True, exist_ok=True)
     if (model_dir / ADAPTER_CONFIG).is_file():
         config = json.loads((model_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
@@ -129,6 +177,7 @@ def export_local(src: Path, dst: Path, base: Path | None = None) -> Path:
     for name in ("local_config.json", "generation_config.json"):
         if (model_dir / name).is_file() and not (dst / name).exists():
             shutil.copy2(model_dir / name, dst / name)
+    plain_file_modes(dst)
     verify_export(dst)
     return dst
 
@@ -169,25 +218,37 @@ def verify_export(path: Path) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI; one-line errors with exit status 2."""
-    parser = argparse.ArgumentParser(prog="python -m verl_recipes.local.export", description=__doc__)
+    parser = new_parser("python -m verl_recipes.local.export", __doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    local = sub.add_parser("local", help="export a local-backend output")
-    local.add_argument("src", type=Path)
-    local.add_argument("dst", type=Path)
-    local.add_argument("--base", type=Path, default=None, help="base model of a LoRA adapter")
-    lora = sub.add_parser("merge-lora", help="merge <dst>/lora_adapter left by verl's merger")
-    lora.add_argument("dst", type=Path)
-    find = sub.add_parser("find-verl", help="print the verl actor folder to merge")
-    find.add_argument("ckpt", type=Path)
-    verify = sub.add_parser("verify", help="load an exported folder")
-    verify.add_argument("dst", type=Path)
+    local = add_command(sub, "local", "export a local-backend output")
+    local.add_argument("src", type=Path, help="local-backend output (or its final/checkpoint-N)")
+    local.add_argument("dst", type=Path, help="Hugging Face folder to write")
+    add_flag(local, "--base", type=Path, default=None, metavar="PATH",
+             help="base model of a LoRA adapter (default: the adapter's own base_model_name_or_path)")
+    add_overwrite_flag(local, "replace a non-empty target folder")
+    target = add_command(sub, "prepare-target",
+                         "refuse a target that is, holds or lies in the checkpoint, or is not "
+                         "empty (unless --overwrite, which empties it)")
+    target.add_argument("src", type=Path, help="the checkpoint being exported")
+    target.add_argument("dst", type=Path, help="Hugging Face folder to write")
+    add_overwrite_flag(target, "remove what a non-empty target holds")
+    lora = add_command(sub, "merge-lora", "merge <dst>/lora_adapter left by verl's merger "
+                       "(and give the folder's files plain modes)")
+    lora.add_argument("dst", type=Path, help="folder verl.model_merger wrote")
+    find = add_command(sub, "find-verl", "print the verl actor folder to merge")
+    find.add_argument("ckpt", type=Path, help="verl checkpoint folder")
+    verify = add_command(sub, "verify", "load an exported folder")
+    verify.add_argument("dst", type=Path, help="exported Hugging Face folder")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "local":
-            export_local(args.src, args.dst, args.base)
+            export_local(args.src, args.dst, args.base, args.overwrite)
             print(f"exported {args.dst}")
+        elif args.cmd == "prepare-target":
+            prepare_target(args.src, args.dst, args.overwrite)
         elif args.cmd == "merge-lora":
             merged = merge_verl_lora(args.dst)
+            plain_file_modes(args.dst)
             print(f"merged LoRA adapter into {args.dst}" if merged else "no LoRA adapter")
         elif args.cmd == "find-verl":
             print(find_verl_actor(args.ckpt))

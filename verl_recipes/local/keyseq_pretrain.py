@@ -10,7 +10,7 @@ checkpoint with the best validation loss is kept in ``--out`` (safetensors + tok
 
 Usage::
 
-    python -m verl_recipes.local.keyseq_pretrain --data datasets/bgl_keyseq --arch loggpt \\
+    python -m verl_recipes.local.keyseq_pretrain --input datasets/bgl_keyseq --arch loggpt \\
         --out outputs/loggpt_bgl --epochs 20 --lr 1e-4 --batch-size 16
 
 LogGPT's settings are the defaults (AdamW 1e-4, batch 16, best validation loss kept). On clusters
@@ -32,8 +32,16 @@ from typing import Any
 
 import pandas as pd
 
+from logdata.cliargs import (
+    add_flag,
+    add_input_flag,
+    add_out_flag,
+    add_progress_flag,
+    add_seed_flag,
+    new_parser,
+)
 from logdata.errors import LogDataError, run_cli
-from logdata.io import atomic_write_text, read_parquet
+from logdata.io import atomic_write_text, read_parquet, require_dir
 from logdata.keyseq_model import (
     ARCHITECTURES,
     build_keyseq_model,
@@ -169,13 +177,15 @@ def _read_split(data_dir: Path, name: str) -> pd.DataFrame:
     return read_parquet(path)
 
 
-def pretrain(data_dir: Path, out_dir: Path, config: PretrainConfig) -> dict[str, Any]:
+def pretrain(data_dir: Path, out_dir: Path, config: PretrainConfig,
+             progress: bool = True) -> dict[str, Any]:
     """Train a next-key model on ``data_dir``'s normal sequences; keep the best validation loss.
 
     Args:
         data_dir: Output folder of ``python -m logdata sequences``.
         out_dir: Where the best checkpoint and ``pretrain_summary.json`` go.
         config: Training settings.
+        progress: Show a progress bar over the steps.
 
     Returns:
         The summary (best validation loss, steps, seconds, history).
@@ -223,7 +233,7 @@ def pretrain(data_dir: Path, out_dir: Path, config: PretrainConfig) -> dict[str,
             save_model(model, tokenizer, out_dir)
         logger.info("step %d: validation loss %.4f (best %.4f)", step, loss, best)
 
-    progress = tqdm(total=total, desc="keyseq pretrain", unit="step")
+    bar = tqdm(total=total, desc="keyseq pretrain", unit="step", disable=not progress)
     while step < total:
         order = torch.randperm(len(train), generator=generator).tolist()
         for start in range(0, len(order), config.batch_size):
@@ -236,15 +246,15 @@ def pretrain(data_dir: Path, out_dir: Path, config: PretrainConfig) -> dict[str,
             optimizer.step()
             scheduler.step()
             step += 1
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.3f}")
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
             if config.eval_every and step % config.eval_every == 0:
                 checkpoint("steps")
             if step >= total:
                 break
         if not config.eval_every or step % config.eval_every:
             checkpoint("epoch")
-    progress.close()
+    bar.close()
     summary = {"config": asdict(config), "best_val_loss": best, "steps": step,
                "seconds": time.perf_counter() - started, "train_rows": len(train),
                "val_rows": len(val), "vocab_size": len(vocab), "history": history,
@@ -264,34 +274,43 @@ def init_model(data_dir: Path, out_dir: Path, arch: str, context: int | None = N
     return out_dir
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m verl_recipes.local.keyseq_pretrain",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="`logdata sequences` output")
-    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="loggpt")
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint folder")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--max-steps", type=int, default=0, help="0: no limit")
-    parser.add_argument("--eval-every", type=int, default=0, help="steps; 0: per epoch")
-    parser.add_argument("--context", type=int, default=None, help="default: the data's context")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    parser.add_argument("--schedule", choices=sorted(SCHEDULES), default="constant",
-                        help="learning-rate schedule (LogGPT: constant)")
-    parser.add_argument("--warmup-steps", type=int, default=0)
-    parser.add_argument("--max-grad-norm", type=float, default=1.0, help="0: no clipping")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--init-only", action="store_true",
-                        help="only save the randomly initialised model (for verl's SFT trainer)")
-    return parser.parse_args(argv)
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = new_parser("python -m verl_recipes.local.keyseq_pretrain", __doc__.splitlines()[0])
+    add_input_flag(parser, "`logdata sequences` output folder", aliases=("--data",))
+    add_flag(parser, "--arch", choices=sorted(ARCHITECTURES), default="loggpt",
+             help="model architecture")
+    add_out_flag(parser, "checkpoint folder")
+    add_flag(parser, "--epochs", type=int, default=10, metavar="N",
+             help="passes over the training set")
+    add_flag(parser, "--lr", type=float, default=1e-4, help="AdamW learning rate")
+    add_flag(parser, "--batch-size", type=int, default=16, metavar="N", help="sequences per step")
+    add_flag(parser, "--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    add_flag(parser, "--max-steps", type=int, default=0, metavar="N",
+             help="stop after N steps (default 0: no limit)")
+    add_flag(parser, "--eval-every", type=int, default=0, metavar="N",
+             help="also evaluate every N steps (default 0: once per epoch)")
+    add_flag(parser, "--context", type=int, default=None, metavar="N",
+             help="model positions (default: the data's context)")
+    add_seed_flag(parser, "seed of initialisation and shuffling")
+    add_flag(parser, "--device", default="auto", help="cpu, cuda or auto")
+    add_flag(parser, "--schedule", choices=sorted(SCHEDULES), default="constant",
+             help="learning-rate schedule (LogGPT: constant)")
+    add_flag(parser, "--warmup-steps", type=int, default=0, metavar="N",
+             help="linear warm-up steps (schedules other than constant)")
+    add_flag(parser, "--max-grad-norm", type=float, default=1.0,
+             help="gradient clipping norm (0: no clipping)")
+    add_flag(parser, "--threads", type=int, default=None, metavar="N",
+             help="torch CPU threads (default: torch's)")
+    add_flag(parser, "--init-only", action="store_true",
+             help="only save the randomly initialised model (for verl's SFT trainer)")
+    add_progress_flag(parser)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; one-line error and exit status 2 on bad input."""
-    args = _parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = PretrainConfig(
         arch=args.arch, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
@@ -310,11 +329,12 @@ def _pretrain_and_report(args: argparse.Namespace, config: PretrainConfig,
     for ok, message in checks:
         if not ok:
             raise LogDataError(message)
+    require_dir(args.input, "--input")
     if args.init_only:
-        init_model(args.data, args.out, args.arch, args.context, args.seed)
+        init_model(args.input, args.out, args.arch, args.context, args.seed)
         print(f"initialised {args.arch} in {args.out}")
         return 0
-    summary = pretrain(args.data, args.out, config)
+    summary = pretrain(args.input, args.out, config, progress=not args.no_progress)
     print(f"best validation loss {summary['best_val_loss']:.4f} after {summary['steps']} steps "
           f"({summary['seconds']:.1f} s); model in {args.out}")
     return 0
