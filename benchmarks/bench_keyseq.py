@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from logdata.cliargs import add_flag, add_seed_flag, new_parser
-from logdata.keyseq_model import build_keyseq_model
-from logdata.keyseq_vocab import KeyVocab
+from logdata.keyseq.vocab import KeyVocab
 from validation.keyseq_detect import cap_k, loop_ranks, n_real_keys, score_chunks
+from verl_recipes.local.keyseq.model import build_keyseq_model
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,13 +18,13 @@ from logdata.cliargs import add_flag, new_parser
 from logdata.errors import EXIT_USAGE, LogDataError, run_cli
 
 COMMANDS: dict[str, str] = {
-    "prepare": "logdata.prepare",
+    "prepare": "logdata.templates.prepare",
     "parse": "logdata.parse",
-    "patch": "logdata.patch",
-    "build": "logdata.build",
+    "patch": "logdata.templates.patch",
+    "build": "logdata.templates.build",
     "synthetic": "logdata.synthetic",
-    "sequences": "logdata.sequences",
-    "rationales": "logdata.rationales",
+    "sequences": "logdata.keyseq.sequences",
+    "rationales": "verl_recipes.local.chat.rationales",
 }
 
 

@@ -56,7 +56,7 @@ stage prepare   "$PY" -m logdata prepare --dataset synthetic --input "$DEMO/raw.
                   --window-size "$WINDOW" --seed "$SEED" --no-progress
 stage model     "$PY" "$ROOT/scripts/build_tiny_model.py" --out "$DEMO/tiny-qwen2" \
                   --corpus "$DATA/train.parquet" --hidden "$HIDDEN" --layers "$LAYERS" --seed "$SEED"
-stage rationale "$PY" -m logdata rationales --teacher template --in "$DATA/train.parquet" \
+stage rationale "$PY" -m logdata rationales --teacher template --input "$DATA/train.parquet" \
                   --out "$DATA/sft_train.parquet" --merge-into "$DATA/train.parquet" --no-progress
 stage sft       "$PY" -m verl_recipes.local sft model="$DEMO/tiny-qwen2" \
                   data.train_files="$DATA/sft_train.parquet" trainer.output_dir="$DEMO/sft" \
@@ -70,10 +70,10 @@ stage grpo      "$PY" -m verl_recipes.local grpo model="$DEMO/sft/final" \
                   grpo.max_completion_length=96 trainer.save_steps=100000 trainer.seed="$SEED"
 stage export    bash "$ROOT/model_export.sh" "$DEMO/grpo" "$DEMO/model"
 stage predict   "$PY" "$ROOT/validation/model_predict.py" --backend hf --model "$DEMO/model" \
-                  --data "$DATA/test.parquet" --out "$DEMO/predictions.parquet" \
+                  --input "$DATA/test.parquet" --out "$DEMO/predictions.parquet" \
                   --max-tokens 96 --temperature 0 --batch-size 32 --seed "$SEED" --overwrite
 stage predict_s "$PY" "$ROOT/validation/model_predict.py" --backend hf --model "$DEMO/model" \
-                  --data "$DATA/sessions_templates.parquet" --out "$DEMO/session_predictions.parquet" \
+                  --input "$DATA/sessions_templates.parquet" --out "$DEMO/session_predictions.parquet" \
                   --max-tokens 96 --temperature 0 --batch-size 32 --seed "$SEED" --overwrite
 # session coverage mode test_templates (the paper's protocol, the default) ...
 stage evaluate  "$PY" "$ROOT/validation/model_evaluate.py" \

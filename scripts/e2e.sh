@@ -55,7 +55,7 @@ stage prepare   "$PY" -m logdata prepare --dataset synthetic --input "$E2E/raw.l
 # vLLM's CPU attention needs head_dim 64: hidden 128 over 2 heads
 stage model     "$PY" "$ROOT/scripts/build_tiny_model.py" --out "$E2E/tiny-qwen2" \
                   --corpus "$DATA/train.parquet" --hidden 128 --heads 2 --layers 2 --seed "$SEED"
-stage rationale "$PY" -m logdata rationales --teacher template --in "$DATA/train.parquet" \
+stage rationale "$PY" -m logdata rationales --teacher template --input "$DATA/train.parquet" \
                   --out "$DATA/sft_train.parquet" --merge-into "$DATA/train.parquet" --no-progress
 # Full fine-tuning (lora_rank=0): the tiny model starts from random weights, which LoRA cannot
 # teach the answer format in a few hundred steps (the LoRA export path has its own test).
@@ -81,8 +81,8 @@ stage grpo      env VERL_FILE_LOGGER_PATH="$E2E/grpo_metrics.jsonl" \
 stage export    bash "$ROOT/model_export.sh" "$E2E/grpo_ckpt" "$E2E/model"
 stage predict   env VLLM_CPU_KVCACHE_SPACE=1 VLLM_CPU_OMP_THREADS_BIND=nobind \
                   "$PY" "$ROOT/validation/model_predict.py" --backend vllm --model "$E2E/model" \
-                  --data "$DATA/test.parquet" --out "$E2E/predictions.parquet" --max-tokens 96 \
-                  --temperature 0 --seed "$SEED" --max_model_len 1024 --overwrite
+                  --input "$DATA/test.parquet" --out "$E2E/predictions.parquet" --max-tokens 96 \
+                  --temperature 0 --seed "$SEED" --max-model-len 1024 --overwrite
 stage evaluate  "$PY" "$ROOT/validation/model_evaluate.py" --predictions "$E2E/predictions.parquet" \
                   --out "$E2E/eval"
 # the multi-node launch path: RAY_ADDRESS to a private 2-raylet cluster, trainer.nnodes=2

@@ -41,7 +41,7 @@ def read_validation(path: Path) -> dict[str, float]:
 def reward_bounds() -> tuple[float, float]:
     """Bounds of the rationanomaly_grpo recipe's reward as configured (components, class weights)."""
     from reward.scorer import get_composite
-    from verl_recipes.local.config import recipe_reward_kwargs
+    from verl_recipes.local.chat.config import recipe_reward_kwargs
 
     composite = get_composite(recipe_reward_kwargs())
     return composite.low, composite.high

@@ -37,7 +37,7 @@ DATA="$OUT/data"
   --no-progress >/dev/null
 "$PY" "$ROOT/scripts/build_tiny_model.py" --out "$OUT/tiny" --corpus "$DATA/train.parquet" \
   --hidden 128 --heads 2 --layers 2 --seed 0 >/dev/null
-"$PY" -m logdata rationales --teacher template --in "$DATA/train.parquet" \
+"$PY" -m logdata rationales --teacher template --input "$DATA/train.parquet" \
   --out "$DATA/sft_train.parquet" --no-progress >/dev/null
 timeout 300 bash "$ROOT/model_train.sh" sft_lora model.path="$OUT/tiny" \
   data.train_files="$DATA/sft_train.parquet" trainer.default_local_dir="$OUT/sft_ckpt" \

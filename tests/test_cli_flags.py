@@ -33,7 +33,7 @@ CLIS: dict[str, tuple[str, list[str]]] = {
     "keyseq_detect": ("validation.keyseq_detect", []),
     "verl_recipes.local": ("verl_recipes.local.__main__", []),
     **{f"export {c}": ("verl_recipes.local.export", [c]) for c in EXPORT_COMMANDS},
-    "keyseq_pretrain": ("verl_recipes.local.keyseq_pretrain", []),
+    "keyseq_pretrain": ("verl_recipes.local.keyseq.pretrain", []),
     "build_tiny_model": ("scripts/build_tiny_model.py", []),
     "e2e_report": ("scripts/e2e_report.py", []),
     "watch_training": ("scripts/watch_training.py", []),
@@ -268,7 +268,7 @@ def test_directory_for_a_file_is_named(name: str, main: Callable[[list[str]], in
 
 
 def test_file_for_a_folder_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from verl_recipes.local.keyseq_pretrain import main
+    from verl_recipes.local.keyseq.pretrain import main
 
     data = tmp_path / "train.parquet"
     data.write_bytes(b"PAR1")

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from logdata.errors import LogDataError
-from logdata.keyseq_model import ARCHITECTURES, build_keyseq_model, load_model, model_config
-from logdata.keyseq_vocab import KeyVocab
+from logdata.keyseq.vocab import KeyVocab
 from validation.keyseq_detect import (
     DEFAULT_K,
     aggregate,
@@ -23,7 +22,7 @@ from validation.keyseq_detect import (
     score_chunks,
     true_key_ranks,
 )
-from verl_recipes.local.keyseq_pretrain import PretrainConfig, pretrain
+from verl_recipes.local.keyseq.model import ARCHITECTURES, build_keyseq_model, load_model, model_config
 
 KEYS = [f"E{i}" for i in range(12)]
 
@@ -129,23 +128,23 @@ def test_synthetic_end_to_end_reaches_f1_090(tmp_path, repo_root):
                    "--no-progress"], repo_root)
     assert parsed.returncode == 0, parsed.stderr
     data = tmp_path / "seq"
-    built = _cli(["-m", "logdata", "sequences", "--structured",
+    built = _cli(["-m", "logdata", "sequences", "--input",
                   str(tmp_path / "p" / "structured.parquet"), "--out", str(data),
                   "--data-source", "synthetic", "--window", "block", "--n-train", "600",
                   "--context", "64"], repo_root)
     assert built.returncode == 0, built.stderr
-    threads = torch.get_num_threads()
-    try:
-        summary = pretrain(data, tmp_path / "model", PretrainConfig(
-            arch="gpt_neo_tiny", epochs=4, lr=3e-3, batch_size=8, schedule="linear",
-            warmup_steps=20, seed=0, threads=1))
-    finally:
-        torch.set_num_threads(threads)
+    # the README's command, one torch thread
+    trained = _cli(["-m", "verl_recipes.local.keyseq.pretrain", "--input", str(data), "--out",
+                    str(tmp_path / "model"), "--arch", "gpt_neo_tiny", "--epochs", "4", "--lr", "3e-3",
+                    "--batch-size", "8", "--schedule", "linear", "--warmup-steps", "20", "--seed", "0",
+                    "--threads", "1", "--no-progress"], repo_root)
+    assert trained.returncode == 0, trained.stderr
+    summary = json.loads((tmp_path / "model" / "pretrain_summary.json").read_text())
     assert summary["best_val_loss"] < 1.0
     assert (tmp_path / "model" / "model.safetensors").is_file()
     out = tmp_path / "detect"
     done = _cli([str(repo_root / "validation" / "keyseq_detect.py"), "--model",
-                 str(tmp_path / "model"), "--data", str(data / "test.parquet"), "--out", str(out),
+                 str(tmp_path / "model"), "--input", str(data / "test.parquet"), "--out", str(out),
                  "--k", "1", "--skip-first", "1", "--k-sweep", "1,2,3,5"], repo_root)
     assert done.returncode == 0, done.stderr
     metrics = json.loads((out / "metrics.json").read_text())
@@ -197,8 +196,8 @@ class Bigram(torch.nn.Module):
 @pytest.fixture
 def bigram_detect(tmp_path, monkeypatch):
     """Run ``detect`` with the Bigram model on hand-made rows; returns a runner."""
-    from logdata.keyseq_model import build_tokenizer
     from validation import keyseq_detect
+    from verl_recipes.local.keyseq.model import build_tokenizer
 
     tokenizer = build_tokenizer(ABC, 16)
     monkeypatch.setattr(keyseq_detect, "load_model", lambda *a, **k: (Bigram(), tokenizer))
@@ -257,8 +256,8 @@ def test_k_cap_counts_real_keys_only(bigram_detect):
 
 
 def test_eos_follows_only_the_last_chunk():
-    from logdata.keyseq_model import build_tokenizer
     from validation.keyseq_detect import encode_chunks
+    from verl_recipes.local.keyseq.model import build_tokenizer
 
     tok = build_tokenizer(ABC, 16)
     rows = pd.DataFrame({"keys": [["A", "B"], ["C"], ["B"]], "chunk": [0, 1, 0],

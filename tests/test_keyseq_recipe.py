@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
-from logdata.keyseq_model import build_keyseq_model
-from logdata.keyseq_vocab import KeyVocab
-from logdata.sequences import SequenceConfig, build_sequence_datasets
+from logdata.keyseq.sequences import SequenceConfig, build_sequence_datasets
+from logdata.keyseq.vocab import KeyVocab
 from verl_recipes import compose
 from verl_recipes.keyseq_sft.dataset import KeySeqSFTDataset
+from verl_recipes.local.keyseq.model import build_keyseq_model
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +78,8 @@ def test_dataset_right_padding_and_length_error(keyseq_data, keyseq_model):
 
 
 def test_init_only_model_loads_and_matches_the_vocabulary(keyseq_data, tmp_path, capsys):
-    from logdata.keyseq_model import load_model
-    from verl_recipes.local.keyseq_pretrain import main
+    from verl_recipes.local.keyseq.model import load_model
+    from verl_recipes.local.keyseq.pretrain import main
 
     assert main(["--init-only", "--arch", "gpt_neo_tiny", "--data", str(keyseq_data), "--out",
                  str(tmp_path / "init")]) == 0

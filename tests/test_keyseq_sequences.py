@@ -12,8 +12,7 @@ import pyarrow as pa
 import pytest
 
 from logdata.errors import LogDataError
-from logdata.keyseq_vocab import SPECIAL_TOKENS, UNK, KeyVocab
-from logdata.keyseq_windows import (
+from logdata.keyseq.grouping import (
     UNKNOWN_KEY,
     WindowSpec,
     block_sessions,
@@ -21,7 +20,7 @@ from logdata.keyseq_windows import (
     count_windows,
     time_windows,
 )
-from logdata.sequences import (
+from logdata.keyseq.sequences import (
     SPLITS,
     SequenceConfig,
     build_sequence_datasets,
@@ -31,6 +30,7 @@ from logdata.sequences import (
     split_chronological,
     split_loggpt,
 )
+from logdata.keyseq.vocab import SPECIAL_TOKENS, UNK, KeyVocab
 
 
 def frame(times, keys, labels=None):
@@ -331,7 +331,7 @@ def test_loggpt_vocab_comes_from_train_and_validation(tmp_path):
 
 def test_sequences_cli_defaults_follow_the_protocol(tmp_path):
     from logdata.cli import build_parser
-    from logdata.sequences import run
+    from logdata.keyseq.sequences import run
 
     _burst_log(3).to_parquet(tmp_path / "structured.parquet")
     for protocol, context, long, grid in (("loggpt", 512, "drop", "loggpt"),
@@ -369,8 +369,8 @@ def test_drain_preset_loggpt_thunderbird_depth_2_similarity_03():
 
 def test_parse_drain_preset_flag_and_loggpt_parser_warning(tmp_path, caplog):
     from logdata.cli import build_parser
+    from logdata.keyseq.sequences import parser_settings, warn_parser_mismatch
     from logdata.parse import run as parse_run
-    from logdata.sequences import parser_settings, warn_parser_mismatch
 
     log = tmp_path / "tb.log"
     log.write_text("- 1131566461 2005.11.09 tbird-admin1 Nov 9 12:01:01 local@tbird-admin1 "
@@ -382,7 +382,7 @@ def test_parse_drain_preset_flag_and_loggpt_parser_warning(tmp_path, caplog):
     assert parse_run(build_parser(argv).parse_args(argv)) == 0
     settings = parser_settings(tmp_path / "p" / "structured.parquet")
     assert settings == {"depth": 2, "similarity": 0.3}
-    with caplog.at_level("WARNING", logger="logdata.sequences"):
+    with caplog.at_level("WARNING", logger="logdata.keyseq.sequences"):
         warn_parser_mismatch("loggpt", "thunderbird", settings)
         warn_parser_mismatch("chronological", "thunderbird", {"depth": 4, "similarity": 0.5})
         assert not caplog.records

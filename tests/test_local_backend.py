@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from verl_recipes.local import config as local_config
+from verl_recipes.local.chat import config as local_config
 from verl_recipes.local.common import read_metrics
 
 
@@ -47,17 +47,17 @@ def test_model_is_required():
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory):
     """Synthetic logs → RL parquet → template-teacher rationales (merged as references), in-process."""
-    from logdata.build import BuildParams, build_datasets
     from logdata.io import atomic_write_parquet
     from logdata.parse import parse_file
-    from logdata.rationales import (
+    from logdata.synthetic import generate_logs
+    from logdata.templates.build import BuildParams, build_datasets
+    from verl_recipes.local.chat.rationales import (
         TemplateTeacher,
         distil,
         merge_rationales,
         read_rows,
         sft_frame,
     )
-    from logdata.synthetic import generate_logs
 
     out = tmp_path_factory.mktemp("local_data")
     ds = out / "ds"
@@ -82,7 +82,7 @@ def sft_model(demo_data, tiny_model_builder, tmp_path_factory):
     A randomly initialised model never writes ``<answer>``: every completion would get the same
     reward, GRPO's group-normalised advantages would all be 0 and no weight could change.
     """
-    from verl_recipes.local.sft import run_sft
+    from verl_recipes.local.chat.sft import run_sft
 
     base = tiny_model_builder.build_tiny_causal_lm(
         tmp_path_factory.mktemp("base"), tiny_model_builder.corpus_texts(demo_data / "train.parquet"),
@@ -102,7 +102,7 @@ def sft_model(demo_data, tiny_model_builder, tmp_path_factory):
 
 
 def test_local_grpo_two_steps_changes_weights_and_logs_reward_components(sft_model, demo_data, tmp_path):
-    from verl_recipes.local.grpo import run_grpo
+    from verl_recipes.local.chat.grpo import run_grpo
 
     before = load_file(str(sft_model / "model.safetensors"))
     cfg = local_config.build_config("grpo", [

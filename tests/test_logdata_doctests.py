@@ -7,8 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ("logdata.drain", "logdata.windows", "logdata.patch", "logdata.build",
-           "logdata.prompts", "logdata.errors", "logdata.keyseq_model", "logdata.io",
+MODULES = ("logdata.drain", "logdata.windows", "logdata.templates.patch", "logdata.templates.build",
+           "logdata.templates.prompts", "logdata.errors", "verl_recipes.local.keyseq.model", "logdata.io",
            "logdata.cliargs")
 
 

@@ -12,12 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from logdata.build import BuildParams, build_datasets, sample_train
 from logdata.errors import LogDataError
 from logdata.parse import parse_file
-from logdata.patch import apply_patch
 from logdata.schema import validate_rl_frame
 from logdata.synthetic import LABELS_FILE, bgl_templates, generate_logs
+from logdata.templates.build import BuildParams, build_datasets, sample_train
+from logdata.templates.patch import apply_patch
 
 OUTPUTS = ("structured.parquet", "templates.csv", "train.parquet", "val.parquet",
            "test.parquet", "sessions_test.parquet", "sessions_templates.parquet", "meta.json")

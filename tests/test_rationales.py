@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from logdata import rationales as R
+from verl_recipes.local.chat import rationales as R
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "sk-test-secret-never-on-disk"

@@ -127,8 +127,8 @@ README_ROWS = {
 
 
 def test_readme_example_table_matches_the_reward(repo_root: Path) -> None:
-    """Every row of README's "How the two presets differ" table, recomputed."""
-    text = (repo_root / "README.md").read_text(encoding="utf-8")
+    """Every row of reward/README.md's "How the two presets differ" table, recomputed."""
+    text = (repo_root / "reward" / "README.md").read_text(encoding="utf-8")
     section = text[text.index("How the two presets differ") :]
     table = section[section.index("\n| response") :].strip().split("\n\n")[0].splitlines()
     rows = {}

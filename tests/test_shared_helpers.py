@@ -28,8 +28,8 @@ def test_plain_doctest() -> None:
 
 
 def test_reward_and_data_stage_share_plain() -> None:
-    from logdata import rationales
     from reward import scorer
+    from verl_recipes.local.chat import rationales
 
     assert not hasattr(scorer, "_plain") and not hasattr(rationales, "_plain")
     assert not hasattr(rationales, "write_parquet")

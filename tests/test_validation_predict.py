@@ -187,7 +187,7 @@ def test_registry_and_conversation(tiny_chat_model: Path, test_parquet: Path,
 
     args = parser.parse_args(["-m", "tiny", "-t", "0", "-c", "expert", "--registry",
                               str(registry), "--out", str(tmp_path / "o.parquet")])
-    from logdata.prompts import SYSTEM_PROMPTS
+    from logdata.templates.prompts import SYSTEM_PROMPTS
 
     assert P.resolve_inputs(args)[2] == SYSTEM_PROMPTS["expert"]
     args = parser.parse_args(["-m", "9", "-t", "t", "--registry", str(registry),

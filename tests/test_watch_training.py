@@ -306,7 +306,7 @@ def test_local_backend_writes_what_the_monitor_reads(watch, tiny_chat_model: Pat
     from types import SimpleNamespace
 
     from verl_recipes.local import common
-    from verl_recipes.local.config import build_config
+    from verl_recipes.local.chat.config import build_config
 
     out = tmp_path / "run"
     cfg = build_config("sft", [f"model={tiny_chat_model}", f"trainer.output_dir={out}",

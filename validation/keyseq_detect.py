@@ -62,9 +62,9 @@ from logdata.io import (
     read_parquet,
     require_file,
 )
-from logdata.keyseq_model import keys_to_ids, load_model, pad_batch
 from reward.labels import ABNORMAL, NORMAL
 from validation import metrics as M
+from verl_recipes.local.keyseq.model import keys_to_ids, load_model, pad_batch
 
 logger = logging.getLogger("validation.keyseq_detect")
 

@@ -544,7 +544,7 @@ def conversation_system_prompt(entry: dict[str, Any]) -> str | None:
     """System prompt of a conversation variant: ``None`` keeps the parquet's messages.
 
     An entry gives either ``system_prompt_text`` (literal) or ``system_prompt`` (a name in the data
-    stage's prompt table ``logdata.prompts``, imported only when needed).
+    stage's prompt table ``logdata.templates.prompts``, imported only when needed).
 
     Raises:
         PredictError: When the named prompt does not exist.
@@ -555,9 +555,10 @@ def conversation_system_prompt(entry: dict[str, Any]) -> str | None:
     if not name:
         return None
     try:
-        from logdata import prompts
+        from logdata.templates import prompts
     except ImportError as exc:
-        raise PredictError(f"conversation {entry.get('name')!r} needs logdata.prompts: {exc}") from exc
+        conversation = entry.get("name")
+        raise PredictError(f"conversation {conversation!r} needs logdata.templates.prompts: {exc}") from exc
     table = getattr(prompts, "SYSTEM_PROMPTS", None)
     if isinstance(table, dict) and name in table:
         value = table[name]
@@ -565,7 +566,7 @@ def conversation_system_prompt(entry: dict[str, Any]) -> str | None:
     getter = getattr(prompts, "get_system_prompt", None)
     if callable(getter):
         return str(getter(name))
-    raise PredictError(f"system prompt {name!r} not found in logdata.prompts")
+    raise PredictError(f"system prompt {name!r} not found in logdata.templates.prompts")
 
 
 # --------------------------------------------------------------------------------------------

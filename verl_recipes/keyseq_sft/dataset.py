@@ -2,8 +2,8 @@
 
 verl's SFT trainer builds its dataset from ``data.custom_cls`` when set; this class turns every
 row (one sequence chunk, ``keys`` column) into ``<bos> key … key [<eos>]`` token ids with the
-model's key tokenizer (``logdata.keyseq_model``), loss on every key and on ``<eos>`` (not on
-``<bos>``), exactly what ``verl_recipes.local.keyseq_pretrain`` trains on. ``<eos>`` follows only a
+model's key tokenizer (``verl_recipes.local.keyseq.model``), loss on every key and on ``<eos>`` (not on
+``<bos>``), exactly what ``verl_recipes.local.keyseq.pretrain`` trains on. ``<eos>`` follows only a
 sequence's last chunk. Unknown keys map to ``<unk>``.
 
 The constructor signature is the one ``verl.trainer.sft_trainer.create_sft_dataset`` calls:

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 
 from logdata.cliargs import add_flag, new_parser
-from verl_recipes.local.config import LocalConfigError, build_config
-from verl_recipes.local.data import LocalDataError
+from verl_recipes.local.chat.config import LocalConfigError, build_config
+from verl_recipes.local.chat.data import LocalDataError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,9 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(cfg, indent=2, sort_keys=True))
             return 0
         if args.mode == "grpo":
-            from verl_recipes.local.grpo import run_grpo as run
+            from verl_recipes.local.chat.grpo import run_grpo as run
         else:
-            from verl_recipes.local.sft import run_sft as run
+            from verl_recipes.local.chat.sft import run_sft as run
         final = run(cfg)
     except (LocalConfigError, LocalDataError, FileNotFoundError, OSError, ValueError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)

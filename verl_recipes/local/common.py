@@ -151,7 +151,7 @@ def shared_training_arguments(cfg: dict[str, Any], out_dir: Path, has_eval: bool
     """Keyword arguments that ``trl.SFTConfig`` and ``trl.GRPOConfig`` take alike.
 
     Args:
-        cfg: A config from :func:`verl_recipes.local.config.build_config`.
+        cfg: A config from :func:`verl_recipes.local.chat.config.build_config`.
         out_dir: The run's output folder.
         has_eval: Whether a validation set is given (evaluated every ``save_steps``).
     """
@@ -179,14 +179,14 @@ def start_run(cfg: dict[str, Any]) -> tuple[Path, Any, Any]:
     """Seed, create the output folder, record the config and load the model.
 
     Args:
-        cfg: A config from :func:`verl_recipes.local.config.build_config`.
+        cfg: A config from :func:`verl_recipes.local.chat.config.build_config`.
 
     Returns:
         ``(output folder, model, tokenizer)``.
     """
     from transformers import set_seed
 
-    from verl_recipes.local.config import resolve_path
+    from verl_recipes.local.chat.config import resolve_path
 
     set_seed(int(cfg["trainer"]["seed"]))
     out_dir = resolve_path(cfg["trainer"]["output_dir"])

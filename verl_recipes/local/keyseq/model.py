@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from logdata.errors import LogDataError
-from logdata.keyseq_vocab import BOS, EOS, PAD, UNK, KeyVocab
+from logdata.keyseq.vocab import BOS, EOS, PAD, UNK, KeyVocab
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def pad_batch(batch: list[list[int]], pad_id: int) -> tuple[Any, Any]:
 def keys_to_ids(tokenizer: Any, keys: list[str]) -> list[int]:
     """Token ids of raw keys (unseen → ``<unk>``), without specials.
 
-    >>> from logdata.keyseq_vocab import KeyVocab
+    >>> from logdata.keyseq.vocab import KeyVocab
     >>> tok = build_tokenizer(KeyVocab.build([["E1", "E2"]]), 16)
     >>> keys_to_ids(tok, ["E2", "E1", "E7"])
     [5, 4, 3]

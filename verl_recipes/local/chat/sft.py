@@ -12,6 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from verl_recipes.local.chat.config import resolve_path
+from verl_recipes.local.chat.data import sft_records
 from verl_recipes.local.common import (
     metrics_callback,
     peft_config,
@@ -19,8 +21,6 @@ from verl_recipes.local.common import (
     shared_training_arguments,
     start_run,
 )
-from verl_recipes.local.config import resolve_path
-from verl_recipes.local.data import sft_records
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def run_sft(cfg: dict[str, Any]) -> Path:
     """Fine-tune on rationales as configured; return the folder of the final model.
 
     Args:
-        cfg: A config from :func:`verl_recipes.local.config.build_config` (mode ``sft``).
+        cfg: A config from :func:`verl_recipes.local.chat.config.build_config` (mode ``sft``).
     """
     from datasets import Dataset
     from trl import SFTTrainer

@@ -45,8 +45,8 @@ from logdata.cliargs import (
 from logdata.errors import LogDataError
 from logdata.formats import get_format
 from logdata.io import atomic_path, atomic_write_parquet, atomic_write_text, require_file, sha256_file
-from logdata.prompts import SYSTEM_PROMPTS, build_messages
 from logdata.schema import ABILITY, REWARD_STYLE, validate_rl_frame
+from logdata.templates.prompts import SYSTEM_PROMPTS, build_messages
 from reward.labels import ABNORMAL, NORMAL
 
 logger = logging.getLogger(__name__)
@@ -378,7 +378,7 @@ def add_build_args(parser: argparse.ArgumentParser) -> None:
     """Add the dataset-building options shared by ``build`` and ``prepare``."""
     add_seed_flag(parser, "seed of the training-set draw")
     add_flag(parser, "--prompt", choices=sorted(SYSTEM_PROMPTS), default="cot",
-             help="system prompt of the chat rows (logdata.prompts.SYSTEM_PROMPTS)")
+             help="system prompt of the chat rows (logdata.templates.prompts.SYSTEM_PROMPTS)")
     add_flag(parser, "--train-size", type=int, default=2000, metavar="N",
              help="training rows drawn from the train templates")
     add_flag(parser, "--anomaly-ratio", type=float, default=0.15, metavar="R",

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-RECIPES_DIR = Path(__file__).resolve().parents[1]
+RECIPES_DIR = Path(__file__).resolve().parents[2]
 GRPO_RECIPE = RECIPES_DIR / "rationanomaly_grpo" / "rationanomaly_grpo.yaml"
 
 # Defaults shared by both modes; one table per concern, every knob commented.

@@ -14,6 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from verl_recipes.local.chat.config import resolve_path
+from verl_recipes.local.chat.data import grpo_dataset
 from verl_recipes.local.common import (
     metrics_callback,
     peft_config,
@@ -21,8 +23,6 @@ from verl_recipes.local.common import (
     shared_training_arguments,
     start_run,
 )
-from verl_recipes.local.config import resolve_path
-from verl_recipes.local.data import grpo_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def run_grpo(cfg: dict[str, Any]) -> Path:
     """Train with GRPO as configured; return the folder of the final model.
 
     Args:
-        cfg: A config from :func:`verl_recipes.local.config.build_config` (mode ``grpo``).
+        cfg: A config from :func:`verl_recipes.local.chat.config.build_config` (mode ``grpo``).
     """
     from trl import GRPOTrainer
 

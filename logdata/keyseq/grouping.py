@@ -30,7 +30,7 @@ import pandas as pd
 
 from logdata import windows
 from logdata.errors import LogDataError
-from logdata.keyseq_vocab import UNK
+from logdata.keyseq.vocab import UNK
 from reward.labels import ABNORMAL, NORMAL
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ Ids are fixed by a declarative order: the specials first (:data:`SPECIAL_TOKENS`
 the training keys by descending frequency (ties by key string), so the same training set always
 gives the same ids. A key that never occurs in training (validation, test, or a new log) maps to
 ``<unk>``. The vocabulary is saved as ``vocab.json`` next to the sequence parquet files, and the
-next-key tokenizer (``logdata.keyseq_model``) uses exactly these ids.
+next-key tokenizer (``verl_recipes.local.keyseq.model``) uses exactly these ids.
 """
 
 from __future__ import annotations

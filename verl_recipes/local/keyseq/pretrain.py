@@ -2,7 +2,7 @@ r"""Cross-entropy pretraining of a next-key model on normal log-key sequences (l
 
 Reads the output of ``python -m logdata sequences`` (``train.parquet``, ``val.parquet``,
 ``vocab.json``, ``meta.json``), builds a randomly initialised model of one of
-``logdata.keyseq_model.ARCHITECTURES`` with a key tokenizer, and trains it with AdamW on
+``verl_recipes.local.keyseq.model.ARCHITECTURES`` with a key tokenizer, and trains it with AdamW on
 ``<bos> keys… [<eos>]`` (``<eos>`` only after a sequence's last chunk), padding masked out of the
 loss. The validation loss is computed after every epoch (and every ``--eval-every`` steps); the
 checkpoint with the best validation loss is kept in ``--out`` (safetensors + tokenizer), with
@@ -10,7 +10,7 @@ checkpoint with the best validation loss is kept in ``--out`` (safetensors + tok
 
 Usage::
 
-    python -m verl_recipes.local.keyseq_pretrain --input datasets/bgl_keyseq --arch loggpt \\
+    python -m verl_recipes.local.keyseq.pretrain --input datasets/bgl_keyseq --arch loggpt \\
         --out outputs/loggpt_bgl --epochs 20 --lr 1e-4 --batch-size 16
 
 LogGPT's settings are the defaults (AdamW 1e-4, batch 16, best validation loss kept). On clusters
@@ -42,15 +42,15 @@ from logdata.cliargs import (
 )
 from logdata.errors import LogDataError, run_cli
 from logdata.io import atomic_write_text, read_parquet, require_dir
-from logdata.keyseq_model import (
+from logdata.keyseq.vocab import KeyVocab
+from reward.perplexity import resolve_device
+from verl_recipes.local.keyseq.model import (
     ARCHITECTURES,
     build_keyseq_model,
     keys_to_ids,
     pad_batch,
     save_model,
 )
-from logdata.keyseq_vocab import KeyVocab
-from reward.perplexity import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ def init_model(data_dir: Path, out_dir: Path, arch: str, context: int | None = N
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
-    parser = new_parser("python -m verl_recipes.local.keyseq_pretrain", __doc__.splitlines()[0])
+    parser = new_parser("python -m verl_recipes.local.keyseq.pretrain", __doc__.splitlines()[0])
     add_input_flag(parser, "`logdata sequences` output folder", aliases=("--data",))
     add_flag(parser, "--arch", choices=sorted(ARCHITECTURES), default="loggpt",
              help="model architecture")

@@ -12,11 +12,11 @@ import logging
 import time
 from pathlib import Path
 
-from logdata.build import add_build_args, build_datasets, params_from_args
 from logdata.cliargs import add_command, add_flag
 from logdata.io import sha256_file
 from logdata.parse import add_input_args, parse_file
-from logdata.patch import apply_patch, load_patch
+from logdata.templates.build import add_build_args, build_datasets, params_from_args
+from logdata.templates.patch import apply_patch, load_patch
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ structured log into:
 * ``train.parquet``, ``val.parquet``, ``test.parquet``: one row per sequence chunk, columns
   :data:`ROW_COLUMNS` (``keys`` are the raw event ids; ``key_ids`` the vocabulary ids, unseen keys
   → ``<unk>``);
-* ``vocab.json``: the key vocabulary built from ``train`` only (:mod:`logdata.keyseq_vocab`);
+* ``vocab.json``: the key vocabulary built from ``train`` only (:mod:`logdata.keyseq.vocab`);
 * ``rl_train.parquet``, ``rl_test.parquet``: VeRL rows whose prompt is the first
   ``prefix_ratio`` of a chunk's keys and whose ground truth is the true continuation;
 * ``meta.json``: resolved parameters and their hash, counts, anomaly ratio per split, source
@@ -68,11 +68,11 @@ from logdata.io import (
     require_file,
     sha256_file,
 )
-from logdata.keyseq_model import LOGGPT_CONTEXT
-from logdata.keyseq_vocab import UNK, KeyVocab
-from logdata.keyseq_windows import TIME_GRIDS, WindowSpec, build_sequences
+from logdata.keyseq.grouping import TIME_GRIDS, WindowSpec, build_sequences
+from logdata.keyseq.vocab import UNK, KeyVocab
 from logdata.schema import REQUIRED_COLUMNS, REWARD_STYLE
 from reward.labels import ABNORMAL, NORMAL
+from verl_recipes.local.keyseq.model import LOGGPT_CONTEXT
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class ProtocolDefaults:
     Attributes:
         context: Model context in tokens.
         long_sequences: One of :data:`LONG_SEQUENCES`.
-        time_grid: Time-window grid (:data:`logdata.keyseq_windows.TIME_GRIDS`).
+        time_grid: Time-window grid (:data:`logdata.keyseq.grouping.TIME_GRIDS`).
         vocab_splits: Splits whose keys make the vocabulary.
     """
 

@@ -1,0 +1,1 @@
+"""Template track data (RationAnomaly): label patch, template splits, sessions, prompts, VeRL parquet."""

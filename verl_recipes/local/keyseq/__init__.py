@@ -1,0 +1,1 @@
+"""Local trainers of next-key models: the model and tokenizer builder, pretraining."""
