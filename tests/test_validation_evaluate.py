@@ -181,14 +181,20 @@ def test_session_predictions_complete_coverage(tmp_path: Path) -> None:
     assert got["template"]["overall"]["n"] == len(ROWS)
 
 
-def test_no_session_judged_is_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    p, _ = write_inputs(tmp_path)
-    # every session holds Z, which has no test prediction: the paper's skip rule drops all three
+def _all_missing_sessions(tmp_path: Path) -> Path:
+    """Three sessions that all hold Z, which has no test prediction."""
     sessions = pd.DataFrame([("T1", ["A", "Z"], "abnormal"), ("T2", ["Z"], "normal"),
                              ("T3", ["C", "G", "Z"], "normal")],
                             columns=["session_id", "templates", "label"])
-    s = tmp_path / "all_missing.parquet"
-    sessions.to_parquet(s)
+    path = tmp_path / "all_missing.parquet"
+    sessions.to_parquet(path)
+    return path
+
+
+def test_no_session_judged_is_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    p, _ = write_inputs(tmp_path)
+    # every session holds Z, which has no test prediction: the paper's skip rule drops all three
+    s = _all_missing_sessions(tmp_path)
     out = tmp_path / "eval"
     with caplog.at_level("WARNING", logger="validation.model_evaluate"):
         assert E.main(["--predictions", str(p), "--sessions", str(s), "--out", str(out)]) == 0
@@ -250,11 +256,7 @@ UNDEFINED_WHEN_EMPTY = ("precision", "recall", "f1", "accuracy", "macro_f1", "un
 
 def test_no_session_judged_gives_null_and_na(tmp_path: Path) -> None:
     p, _ = write_inputs(tmp_path)
-    sessions = pd.DataFrame([("T1", ["A", "Z"], "abnormal"), ("T2", ["Z"], "normal"),
-                             ("T3", ["C", "G", "Z"], "normal")],
-                            columns=["session_id", "templates", "label"])
-    s = tmp_path / "all_missing.parquet"
-    sessions.to_parquet(s)
+    s = _all_missing_sessions(tmp_path)
     out = tmp_path / "eval"
     assert E.main(["--predictions", str(p), "--sessions", str(s), "--out", str(out)]) == 0
     raw = (out / "metrics.json").read_text()

@@ -96,6 +96,38 @@ def _num(value: Any) -> Any:
         return str(value)
 
 
+def train_and_save(trainer_cls: Any, cfg: dict[str, Any], out_dir: Path, model: Any, tokenizer: Any,
+                   train: Any, val: Any, args: Any, **extra: Any) -> Path:
+    """Build a TRL trainer with the settings every local run shares, train it, save the result.
+
+    Args:
+        trainer_cls: ``SFTTrainer`` or ``GRPOTrainer``.
+        cfg: The run's config (``lora`` is read here; the whole config is saved with the model).
+        out_dir: The run folder (metrics and ``final/`` go here).
+        model: The model (or its path) as :func:`start_run` returned it.
+        tokenizer: Its tokenizer.
+        train: The training dataset.
+        val: The validation dataset, or None.
+        args: The trainer's TRL config.
+        **extra: Trainer-specific arguments (``reward_funcs`` for GRPO).
+
+    Returns:
+        The folder of the final model (:func:`save_final`).
+    """
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=val,
+        processing_class=tokenizer,
+        peft_config=peft_config(cfg["lora"]),
+        callbacks=[metrics_callback(out_dir)],
+        **extra,
+    )
+    trainer.train()
+    return save_final(trainer, tokenizer, out_dir, cfg)
+
+
 def save_final(trainer: Any, tokenizer: Any, out_dir: Path, config: dict[str, Any]) -> Path:
     """Save the trained model (safetensors), tokenizer and chat template to ``out_dir/final``.
 

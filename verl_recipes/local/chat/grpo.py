@@ -16,13 +16,7 @@ from typing import Any
 
 from verl_recipes.local.chat.config import resolve_path
 from verl_recipes.local.chat.data import grpo_dataset
-from verl_recipes.local.common import (
-    metrics_callback,
-    peft_config,
-    save_final,
-    shared_training_arguments,
-    start_run,
-)
+from verl_recipes.local.common import shared_training_arguments, start_run, train_and_save
 
 logger = logging.getLogger(__name__)
 
@@ -69,15 +63,6 @@ def run_grpo(cfg: dict[str, Any]) -> Path:
     reward_funcs = make_trl_reward_funcs(dict(cfg["reward"] or {}))
     logger.info("local GRPO: %d prompts, reward kwargs %s", len(train), cfg["reward"])
 
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=reward_funcs,
-        args=grpo_arguments(cfg, out_dir, has_eval=val is not None),
-        train_dataset=train,
-        eval_dataset=val,
-        processing_class=tokenizer,
-        peft_config=peft_config(cfg["lora"]),
-        callbacks=[metrics_callback(out_dir)],
-    )
-    trainer.train()
-    return save_final(trainer, tokenizer, out_dir, cfg)
+    args = grpo_arguments(cfg, out_dir, has_eval=val is not None)
+    return train_and_save(GRPOTrainer, cfg, out_dir, model, tokenizer, train, val, args,
+                          reward_funcs=reward_funcs)

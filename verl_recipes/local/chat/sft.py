@@ -14,13 +14,7 @@ from typing import Any
 
 from verl_recipes.local.chat.config import resolve_path
 from verl_recipes.local.chat.data import sft_records
-from verl_recipes.local.common import (
-    metrics_callback,
-    peft_config,
-    save_final,
-    shared_training_arguments,
-    start_run,
-)
+from verl_recipes.local.common import shared_training_arguments, start_run, train_and_save
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +50,5 @@ def run_sft(cfg: dict[str, Any]) -> Path:
         val = Dataset.from_list(sft_records(resolve_path(data["val_files"]), key))
     logger.info("local SFT: %d conversations", len(train))
 
-    trainer = SFTTrainer(
-        model=model,
-        args=sft_arguments(cfg, out_dir, has_eval=val is not None),
-        train_dataset=train,
-        eval_dataset=val,
-        processing_class=tokenizer,
-        peft_config=peft_config(cfg["lora"]),
-        callbacks=[metrics_callback(out_dir)],
-    )
-    trainer.train()
-    return save_final(trainer, tokenizer, out_dir, cfg)
+    args = sft_arguments(cfg, out_dir, has_eval=val is not None)
+    return train_and_save(SFTTrainer, cfg, out_dir, model, tokenizer, train, val, args)
