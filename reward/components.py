@@ -12,7 +12,7 @@ import re
 from concurrent.futures import Future
 from typing import Any
 
-from reward.context import ScoreContext, check_format
+from reward.context import ScoreContext
 from reward.labels import LABELS
 from reward.registry import register_component
 from reward.released import (
@@ -70,7 +70,7 @@ class FormatReward:
 
     def passes(self, ctx: ScoreContext) -> bool:
         """True when ``ctx``'s response passes this component's format rule."""
-        return ctx.released.format_ok if self.rule == RULE_RELEASED else check_format(ctx.solution_str)
+        return ctx.released.format_ok if self.rule == RULE_RELEASED else ctx.format_ok
 
     def __call__(self, ctx: ScoreContext) -> float:
         """Score the response's format."""
@@ -397,6 +397,7 @@ class PerplexityReleased(_ModelComponent):
     ) -> None:
         super().__init__(model, dtype=dtype, **scorer_options)
         self.max_ppl = float(max_ppl)
+        self.log_max_ppl = math.log(self.max_ppl)
         self.low = released_perplexity_term(math.inf, self.max_ppl)
 
     def text(self, ctx: ScoreContext) -> str:
@@ -405,5 +406,5 @@ class PerplexityReleased(_ModelComponent):
 
     def value(self, log_ppl: float) -> float:
         """Map a log-perplexity to the released term."""
-        ppl = math.exp(log_ppl) if log_ppl < math.log(self.max_ppl) else math.inf
+        ppl = math.exp(log_ppl) if log_ppl < self.log_max_ppl else math.inf
         return released_perplexity_term(ppl, self.max_ppl)

@@ -28,10 +28,11 @@ from __future__ import annotations
 import math
 import re
 import sys
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
+
+from reward.textmetrics import clipped_matches, ngram_counts
 
 RELEASED_TAGS: Final = ("<think>", "</think>", "<answer>", "</answer>")
 # The context the released code prepends to the think before scoring its perplexity (its typo kept).
@@ -136,10 +137,6 @@ def released_answer_outcome(parts: ReleasedParts, gold: str) -> str:
 # --- BLEU: nltk's sentence_bleu([reference], hypothesis) on strings, no smoothing ------------------
 
 
-def _ngram_counts(sequence: Sequence[str], n: int) -> Counter:
-    return Counter(tuple(sequence[i : i + n]) for i in range(len(sequence) - n + 1))
-
-
 def nltk_string_bleu(reference: str, hypothesis: str) -> float:
     """``nltk.translate.bleu_score.sentence_bleu([reference], hypothesis)`` on two strings.
 
@@ -154,9 +151,8 @@ def nltk_string_bleu(reference: str, hypothesis: str) -> float:
     """
     numerators, denominators = [], []
     for n in range(1, _BLEU_ORDER + 1):
-        hyp = _ngram_counts(hypothesis, n)
-        ref = _ngram_counts(reference, n)
-        numerators.append(sum(min(count, ref[gram]) for gram, count in hyp.items()))
+        hyp = ngram_counts(hypothesis, n)
+        numerators.append(clipped_matches(hyp, ngram_counts(reference, n)))
         denominators.append(max(1, sum(hyp.values())))
     if numerators[0] == 0:
         return 0.0
@@ -194,8 +190,8 @@ def _f_measure(precision: float, recall: float) -> float:
 
 
 def _rouge_n(hyp_words: list[str], ref_words: list[str], n: int) -> float:
-    hyp = set(_ngram_counts(hyp_words, n))
-    ref = set(_ngram_counts(ref_words, n))
+    hyp = set(ngram_counts(hyp_words, n))
+    ref = set(ngram_counts(ref_words, n))
     overlap = len(hyp & ref)
     precision = overlap / len(hyp) if hyp else 0.0
     recall = overlap / len(ref) if ref else 0.0

@@ -45,11 +45,16 @@ def word_tokens(text: str) -> list[str]:
     return _WORD_RE.findall(text.lower())
 
 
-def _ngrams(tokens: Sequence[str], n: int) -> Counter:
+def ngram_counts(tokens: Sequence[str], n: int) -> Counter:
+    """Counts of the ``n``-grams of ``tokens`` (any sequence: a string gives character n-grams).
+
+    >>> ngram_counts("abab", 2)
+    Counter({('a', 'b'): 2, ('b', 'a'): 1})
+    """
     return Counter(zip(*(tokens[i:] for i in range(n)), strict=False))
 
 
-def _overlap(hyp: Counter, ref: Counter) -> int:
+def clipped_matches(hyp: Counter, ref: Counter) -> int:
     """Clipped n-gram matches: ``Σ min(hyp[g], ref[g])``."""
     if len(ref) < len(hyp):
         hyp, ref = ref, hyp
@@ -97,8 +102,9 @@ def rouge_f1(hypothesis: str, reference: str) -> tuple[float, float, float]:
     hyp, ref = rouge_tokens(hypothesis), rouge_tokens(reference)
     if not hyp or not ref:
         return 0.0, 0.0, 0.0
-    r1 = _f1(sum((_ngrams(hyp, 1) & _ngrams(ref, 1)).values()), len(hyp), len(ref))
-    r2 = _f1(sum((_ngrams(hyp, 2) & _ngrams(ref, 2)).values()), max(len(hyp) - 1, 0), max(len(ref) - 1, 0))
+    r1 = _f1(clipped_matches(ngram_counts(hyp, 1), ngram_counts(ref, 1)), len(hyp), len(ref))
+    r2 = _f1(clipped_matches(ngram_counts(hyp, 2), ngram_counts(ref, 2)), max(len(hyp) - 1, 0),
+             max(len(ref) - 1, 0))
     rl = _f1(lcs_length(ref, hyp), len(hyp), len(ref))
     return r1, r2, rl
 
@@ -120,7 +126,7 @@ def bleu_tokens(hypothesis: Sequence[str], reference: Sequence[str], smooth: boo
         return 0.0
     log_sum = 0.0
     for n in range(1, BLEU_MAX_ORDER + 1):
-        overlap = _overlap(_ngrams(hypothesis, n), _ngrams(reference, n))
+        overlap = clipped_matches(ngram_counts(hypothesis, n), ngram_counts(reference, n))
         if overlap == 0 and (n == 1 or not smooth):
             return 0.0
         denominator = max(1, len(hypothesis) - n + 1)

@@ -54,10 +54,8 @@ import ast
 import json
 import logging
 import math
-import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -575,13 +573,6 @@ def break_gaps(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.nd
     return np.insert(steps, cut, np.nan), np.insert(values, cut, np.nan)
 
 
-def plain_file_mode() -> int:
-    """The mode ``open(path, "w")`` gives a new file: ``0o666`` less the process umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def plot_run(run: Run, eta: Eta, out: Path, title: str, sigma: float = 2.0) -> list[str]:
     """Draw the panels to ``out`` (PNG, written atomically); return the keys drawn."""
     import matplotlib
@@ -619,16 +610,13 @@ def plot_run(run: Run, eta: Eta, out: Path, title: str, sigma: float = 2.0) -> l
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"{title}\n{eta.line()}", fontsize=11)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
+    from logdata.io import atomic_path
+
     try:
-        fig.savefig(tmp, dpi=100, format="png")
-        os.chmod(tmp, plain_file_mode())  # mkstemp makes 0600; a plot is for everyone to read
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return drawn
 
 

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from logdata.io import plain_file_mode
+
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
@@ -142,13 +144,6 @@ def save_final(trainer: Any, tokenizer: Any, out_dir: Path, config: dict[str, An
     write_json(final / CONFIG_FILE, config)
     plain_file_modes(final)
     return final
-
-
-def plain_file_mode() -> int:
-    """The mode ``open(path, "w")`` gives a new file: ``0o666`` less the process umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def plain_file_modes(folder: Path) -> None:
