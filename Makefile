@@ -44,6 +44,7 @@ bench: install
 	$(PY) benchmarks/bench_reward.py
 	$(PY) benchmarks/bench_keyseq.py
 	$(PY) benchmarks/bench_parse.py
+	$(PY) benchmarks/bench_parsers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

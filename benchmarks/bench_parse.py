@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> None:
                                check=True, capture_output=True)
             _, wall, rss = run_measured([sys.executable, "-m", "logdata", "prepare", "--dataset",
                                          "synthetic", "--input", str(log), "--out",
-                                         str(work / f"prepared_{n}"), "--no-progress"])
+                                         str(work / f"prepared_{n}"), "--no-progress",
+                                         "--overwrite"])
             prep[n] = {"seconds": wall, "peak_rss_mb": rss}
             print(f"{n:>12,} lines: {wall:7.1f} s  peak RSS {rss:7.0f} MB  "
                   f"({n / wall:,.0f} lines/s)", flush=True)

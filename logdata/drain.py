@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from logdata.errors import LogDataError
-from logdata.formats import PARAM
+from logdata.formats import PARAM, is_re2
 from logdata.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -59,8 +61,19 @@ def mask_array(contents: pa.Array, masks: Sequence[tuple[str, str]]) -> pa.Array
     """
     out = contents
     for pattern, replacement in masks:
-        out = pc.replace_substring_regex(out, pattern=pattern, replacement=replacement)
+        if is_re2(pattern):
+            out = pc.replace_substring_regex(out, pattern=pattern, replacement=replacement)
+        else:  # look-around or back-references: Python's re, one distinct line at a time
+            regex = _python_mask(pattern)
+            out = pa.array([None if text is None else regex.sub(replacement, text)
+                            for text in out.to_pylist()], out.type)
     return out
+
+
+@cache
+def _python_mask(pattern: str) -> re.Pattern:
+    logger.warning("mask %r is not RE2 syntax: it runs with Python's re (slower)", pattern)
+    return re.compile(pattern)
 
 
 def _has_digit(token: str) -> bool:
@@ -71,8 +84,9 @@ class Drain:
     """The Drain prefix tree and its clusters.
 
     Args:
-        depth: tree depth (>= 2); the first ``depth - 2`` tokens route a line (2: lines are
-            routed by token count only, LogGPT's Thunderbird setting).
+        depth: tree depth (>= 2) as in Drain: root, length layer, ``depth - 3`` token layers,
+            leaves (3 or less: lines are routed by token count only; LogGPT's Thunderbird
+            setting is 2).
         similarity: minimum share of equal tokens for a line to join a cluster.
         max_children: maximum children of an inner node before tokens go to ``<*>``.
     """
@@ -93,9 +107,7 @@ class Drain:
             if not create:
                 return None
             node = self.root[len(tokens)] = {}
-        # route by at most depth-2 tokens and never by a line's last token, so that short lines
-        # differing only in their last word still meet in one leaf and get compared
-        for token in tokens[: min(self.depth - 2, len(tokens) - 1)]:
+        for token in tokens[: self.routing_tokens(len(tokens))]:
             child = node.get(token)
             if child is None:
                 if not create:
@@ -111,6 +123,20 @@ class Drain:
                 return None
             leaf = node[""] = []
         return leaf
+
+    def routing_tokens(self, n_tokens: int) -> int:
+        """How many leading tokens route a line of ``n_tokens`` tokens.
+
+        Drain's depth counts the root, the length layer and the leaf, so ``depth - 3`` token
+        layers (logparser: ``self.depth = depth - 2`` and routing while ``1 <= d < self.depth``;
+        drain3 alike). Like drain3, a line's last token never routes, so short lines differing
+        only in their last word meet in one leaf and get compared (logparser routes it and then
+        never finds the one-token cluster again).
+
+        >>> Drain(depth=4).routing_tokens(10), Drain(depth=6).routing_tokens(2), Drain(3).routing_tokens(5)
+        (1, 1, 0)
+        """
+        return max(0, min(self.depth - 3, n_tokens - 1))
 
     def _new_child(self, node: dict, token: str) -> dict:
         """Create (or reuse ``<*>``) the child of ``node`` for ``token`` as Drain does."""

@@ -16,17 +16,34 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from logdata.cliargs import add_command, add_flag, add_input_flag, add_out_flag, add_progress_flag
+from logdata.cliargs import (
+    add_command,
+    add_flag,
+    add_input_flag,
+    add_out_flag,
+    add_overwrite_flag,
+    add_progress_flag,
+)
 from logdata.drain import MinerSettings, TemplateMiner, event_id
 from logdata.errors import LogDataError
-from logdata.formats import DRAIN_PRESETS, DatasetFormat, check_masks, get_format, with_drain_preset
+from logdata.formats import (
+    DRAIN_PRESETS,
+    FORMATS,
+    DatasetFormat,
+    check_masks,
+    get_format,
+    resolve_format,
+    with_drain_preset,
+)
 from logdata.io import atomic_path, atomic_write_text, require_file, scratch_path, sha256_file
 from logdata.readers import ReadStats, iter_raw, iter_structured_csv, load_block_labels
+from logdata.staging import META, staged_output, write_meta
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +61,17 @@ class ParseResult:
     templates_json: Path
     stats: ReadStats
     n_templates: int
+    fmt: DatasetFormat
     labels_sha256: str | None = None
+    labels_report: dict[str, int] | None = None
+
+    def meta(self) -> dict[str, Any]:
+        """The parse part of ``meta.json``: dataset, format, line counts, block matching."""
+        meta: dict[str, Any] = {"dataset": self.fmt.name, "format": self.fmt.to_json(),
+                                "parse": {**self.stats.to_json(), "templates": self.n_templates}}
+        if self.labels_report is not None:
+            meta["labels"] = self.labels_report
+        return meta
 
 
 def miner_settings(fmt: DatasetFormat) -> MinerSettings:
@@ -57,21 +84,46 @@ def is_structured_csv(path: Path) -> bool:
     return path.suffix.lower() == ".csv"
 
 
+def check_block_match(report: dict[str, int], labels: Path, allow_unlabelled: bool) -> None:
+    """Log how the labels file met the log; refuse a labels file that matches no block.
+
+    Raises:
+        LogDataError: when no block of the log is in the labels file and ``allow_unlabelled``
+            is not set.
+    """
+    logger.info("labels %s: %d blocks (%d abnormal); the log mentions %d blocks, %d matched "
+                "(%d abnormal)", labels, report["blocks_in_labels"],
+                report["abnormal_blocks_in_labels"], report["blocks_in_log"],
+                report["blocks_matched"], report["abnormal_blocks_matched"])
+    if report["blocks_matched"] == 0:
+        message = (f"labels {labels} match none of the {report['blocks_in_log']:,} block ids in "
+                   "the log (wrong labels file?)")
+        if not allow_unlabelled:
+            raise LogDataError(message + "; pass --allow-unlabelled to keep every line normal")
+        logger.warning("%s: every line is labelled normal (--allow-unlabelled)", message)
+    elif report["blocks_matched"] < report["blocks_in_log"]:
+        logger.warning("%d of %d blocks in the log have no label (counted normal)",
+                       report["blocks_in_log"] - report["blocks_matched"], report["blocks_in_log"])
+
+
 def parse_file(
     input_path: str | Path,
-    dataset: str,
+    dataset: str | DatasetFormat,
     out_dir: str | Path,
     labels: str | Path | None = None,
     templates_in: str | Path | None = None,
     use_csv_templates: bool = True,
     show_progress: bool = True,
     drain_preset: str = "default",
+    allow_unlabelled: bool = False,
 ) -> ParseResult:
     """Parse ``input_path`` into ``out_dir/structured.parquet``, templates.csv and templates.json.
 
     Args:
-        input_path: raw log file, or a loghub ``*_structured.csv``.
-        dataset: a key of :data:`logdata.formats.FORMATS`.
+        input_path: raw log file (plain, ``.gz``, ``.bz2``, ``.xz`` or ``.zst``), or a loghub
+            ``*_structured.csv``.
+        dataset: a built-in dataset name or a :class:`~logdata.formats.DatasetFormat` (from a
+            format file).
         out_dir: output folder (created).
         labels: HDFS ``anomaly_label.csv``.
         templates_in: a ``templates.json`` from an earlier run whose ids are reused.
@@ -79,11 +131,13 @@ def parse_file(
         show_progress: draw a tqdm bar.
         drain_preset: ``default`` (the format's Drain settings) or ``loggpt`` (LogGPT's, see
             :data:`logdata.formats.LOGGPT_DRAIN`).
+        allow_unlabelled: accept a labels file that matches no block of the log.
 
     Raises:
         LogDataError: on unusable input.
     """
-    fmt = with_drain_preset(get_format(dataset), drain_preset)
+    fmt = dataset if isinstance(dataset, DatasetFormat) else get_format(dataset)
+    fmt = with_drain_preset(fmt, drain_preset)
     check_masks(fmt.masks)
     src = Path(input_path)
     require_file(src, "input")
@@ -91,12 +145,13 @@ def parse_file(
         raise LogDataError(f"input {src} is empty")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    anomalous, labels_sha = None, None
+    block_labels, labels_sha = None, None
     if labels is not None:
         if not fmt.has_blocks:
-            raise LogDataError(f"--labels applies to block-labelled datasets, not {dataset}")
-        anomalous = load_block_labels(labels)
+            raise LogDataError(f"--labels applies to block-labelled datasets, not {fmt.name}")
+        block_labels = load_block_labels(labels)
         labels_sha = sha256_file(labels)
+    anomalous = block_labels.anomalous if block_labels is not None else None
     settings = miner_settings(fmt)
     miner = TemplateMiner.load(templates_in, settings) if templates_in else TemplateMiner(settings)
     stats = ReadStats()
@@ -109,6 +164,7 @@ def parse_file(
     else:
         chunks = iter_raw(src, fmt, stats, anomalous, progress=bar.update)
     structured = out / STRUCTURED
+    report = None
     with scratch_path(out, STRUCTURED) as tmp_ids:
         try:
             _mine_to(tmp_ids, chunks, miner)
@@ -116,21 +172,27 @@ def parse_file(
             bar.close()
         if stats.kept == 0:
             raise LogDataError(
-                f"no usable line in {src} for dataset {dataset!r} ({stats.summary()}); "
+                f"no usable line in {src} for dataset {fmt.name!r} ({stats.summary()}); "
                 "wrong format?"
             )
-        if fmt.has_blocks and labels is None:
-            logger.warning("no --labels given for %s: every line is labelled normal", dataset)
+        if block_labels is not None:
+            report = block_labels.match_report(stats.blocks_seen())
+            check_block_match(report, Path(labels), allow_unlabelled)
+        elif fmt.has_blocks:
+            logger.warning("no --labels given for %s: every line is labelled normal", fmt.name)
+        if fmt.label_rule == "none":
+            logger.warning("format %s has no label rule: every line is labelled normal", fmt.name)
         for reason, count in stats.skipped.items():
             if count:
                 logger.warning("skipped %d %s line(s) of %s", count, reason, src)
         logger.info("parsed %s: %s, %d templates", src, stats.summary(), len(miner))
         _finalise(tmp_ids, structured, miner)
     templates_json = out / TEMPLATES_JSON
-    miner.save(templates_json, dataset)
+    miner.save(templates_json, fmt.name)
     templates_csv = out / TEMPLATES_CSV
     write_templates_csv(templates_csv, miner)
-    return ParseResult(structured, templates_csv, templates_json, stats, len(miner), labels_sha)
+    return ParseResult(structured, templates_csv, templates_json, stats, len(miner), fmt,
+                       labels_sha, report)
 
 
 def _mine_to(path: Path, chunks: Iterable[pa.Table], miner: TemplateMiner) -> None:
@@ -192,15 +254,32 @@ def write_templates_csv(path: Path, miner: TemplateMiner) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+#: Files ``parse`` writes (``prepare`` writes these and the build step's).
+PARSE_OUTPUTS: tuple[str, ...] = (STRUCTURED, TEMPLATES_CSV, TEMPLATES_JSON, META)
+
+
+def add_format_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """Add ``--dataset NAME`` / ``--format-file FILE`` (one of them)."""
+    group = parser.add_mutually_exclusive_group(required=required)
+    add_flag(group, "--dataset", choices=sorted(FORMATS), default=None,
+             help="built-in log format (logdata/formats/builtin/NAME.yaml)")
+    add_flag(group, "--format-file", type=Path, default=None, metavar="FILE",
+             help="YAML or JSON format file: logparser log_format, masks, similarity, depth, "
+                  "label, timestamp (see logdata/README.md)")
+
+
 def add_input_args(parser: argparse.ArgumentParser) -> None:
     """Add the options shared by ``parse`` and ``prepare``."""
-    from logdata.formats import FORMATS
-
-    add_flag(parser, "--dataset", required=True, choices=sorted(FORMATS), help="log format")
-    add_input_flag(parser, "raw log file, or a loghub *_structured.csv")
+    add_format_args(parser)
+    add_input_flag(parser, "raw log file (plain, .gz, .bz2, .xz or .zst), or a loghub "
+                           "*_structured.csv")
     add_out_flag(parser, "output folder")
+    add_overwrite_flag(parser, "replace the outputs of an earlier run in --out (they are replaced "
+                               "together, only when this run succeeds)")
     add_flag(parser, "--labels", type=Path, metavar="PATH",
              help="HDFS anomaly_label.csv (BlockId,Label); default: none")
+    add_flag(parser, "--allow-unlabelled", action="store_true",
+             help="accept a --labels file that matches no block of the log (every line normal)")
     add_flag(parser, "--templates-in", type=Path, metavar="PATH",
              help="templates.json of an earlier run: reuse its template ids (default: none)")
     add_flag(parser, "--reparse", action="store_true",
@@ -208,12 +287,36 @@ def add_input_args(parser: argparse.ArgumentParser) -> None:
     add_progress_flag(parser)
 
 
+def parse_from_args(args: argparse.Namespace, out: Path, drain_preset: str = "default",
+                    fmt: DatasetFormat | None = None) -> ParseResult:
+    """Run :func:`parse_file` with the CLI arguments of ``parse`` / ``prepare`` into ``out``."""
+    fmt = fmt or resolve_format(args.dataset, args.format_file)
+    return parse_file(args.input, fmt, out, args.labels, args.templates_in, not args.reparse,
+                      not args.no_progress, drain_preset, args.allow_unlabelled)
+
+
+def source_files(args: argparse.Namespace, result: ParseResult) -> dict[str, dict[str, str]]:
+    """The ``sources`` part of ``meta.json``: path and sha256 of every input file."""
+    sources = {"input": {"path": str(args.input), "sha256": result.stats.sha256}}
+    if args.labels:
+        sources["labels"] = {"path": str(args.labels), "sha256": result.labels_sha256}
+    if args.format_file:
+        sources["format_file"] = {"path": str(args.format_file),
+                                  "sha256": sha256_file(args.format_file)}
+    if args.templates_in:
+        sources["templates_in"] = {"path": str(args.templates_in),
+                                   "sha256": sha256_file(args.templates_in)}
+    return sources
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the ``parse`` step from parsed CLI arguments."""
-    result = parse_file(args.input, args.dataset, args.out, args.labels, args.templates_in,
-                        not args.reparse, not args.no_progress, args.drain_preset)
+    with staged_output(args.out, PARSE_OUTPUTS, args.overwrite) as stage:
+        result = parse_from_args(args, stage, args.drain_preset)
+        write_meta(stage, {"kind": "parse", **result.meta(),
+                           "sources": source_files(args, result)})
     print(f"parsed {args.input}: {result.stats.summary()}; {result.n_templates} templates "
-          f"→ {result.structured}")
+          f"→ {Path(args.out) / STRUCTURED}")
     return 0
 
 

@@ -14,12 +14,14 @@ yields no usable line at all raises :class:`~logdata.errors.LogDataError`.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from logdata.errors import LogDataError
-from logdata.formats import OPTIONAL_FIELDS, DatasetFormat
+from logdata.formats import CONTENT, EPOCH, DatasetFormat
 from logdata.io import sha256_file
 from reward.labels import ABNORMAL, NORMAL
 
@@ -36,21 +38,21 @@ logger = logging.getLogger(__name__)
 CHUNK_BYTES = 16 << 20
 SKIP_REASONS: tuple[str, ...] = ("undecodable", "blank", "truncated", "unparsable")
 BLOCK_RE = r"blk_-?\d+"
-#: Columns a structured CSV must have, per label rule.
-CSV_REQUIRED: dict[str, tuple[str, ...]] = {
-    "first_field": ("Content", "Label"),
-    "block_labels": ("Content",),
-}
 
 
 @dataclass
 class ReadStats:
-    """Counters of one read: lines seen, lines kept, lines skipped per reason, checksum."""
+    """Counters of one read: lines seen, lines kept, lines skipped per reason, checksum.
+
+    For block-labelled formats it also gathers the distinct block ids the log mentions
+    (:meth:`note_blocks`), so the labels file can be matched against them.
+    """
 
     lines: int = 0
     kept: int = 0
     skipped: Counter = field(default_factory=Counter)
     sha256: str = ""
+    block_parts: list = field(default_factory=list)
 
     def summary(self) -> str:
         """Return a one-line human summary."""
@@ -67,10 +69,47 @@ class ReadStats:
             "skipped": {r: int(self.skipped[r]) for r in SKIP_REASONS},
         }
 
+    def note_blocks(self, block_ids: pa.Array) -> None:
+        """Remember the distinct block ids of one chunk (``list<string>`` per line)."""
+        self.block_parts.append(pc.unique(pc.list_flatten(block_ids)))
+
+    def blocks_seen(self) -> pa.Array:
+        """The distinct block ids mentioned by the lines read so far."""
+        if not self.block_parts:
+            return pa.array([], pa.string())
+        merged = pc.unique(pa.concat_arrays([p.cast(pa.string()) for p in self.block_parts]))
+        self.block_parts = [merged]
+        return merged
+
 
 # -- labels --------------------------------------------------------------------------------
-def load_block_labels(path: str | Path) -> pa.Array:
-    """Read HDFS ``anomaly_label.csv`` (``BlockId,Label``) and return the anomalous block ids.
+@dataclass(frozen=True)
+class BlockLabels:
+    """An HDFS labels file: every labelled block id and the anomalous ones."""
+
+    labelled: pa.Array
+    anomalous: pa.Array
+
+    def match_report(self, seen: pa.Array) -> dict[str, int]:
+        """How the labels meet the block ids a log mentions (``seen``).
+
+        >>> labels = BlockLabels(pa.array(["b1", "b2", "b3"]), pa.array(["b3"]))
+        >>> labels.match_report(pa.array(["b2", "b3", "b9"]))["abnormal_blocks_matched"]
+        1
+        """
+        matched = pc.is_in(seen, value_set=self.labelled)
+        bad = pc.is_in(seen, value_set=self.anomalous)
+        return {
+            "blocks_in_labels": len(self.labelled),
+            "abnormal_blocks_in_labels": len(self.anomalous),
+            "blocks_in_log": len(seen),
+            "blocks_matched": int(pc.sum(matched).as_py() or 0),
+            "abnormal_blocks_matched": int(pc.sum(bad).as_py() or 0),
+        }
+
+
+def load_block_labels(path: str | Path) -> BlockLabels:
+    """Read HDFS ``anomaly_label.csv`` (``BlockId,Label``).
 
     Raises:
         LogDataError: when the file is missing, unreadable or lacks the two columns.
@@ -89,7 +128,9 @@ def load_block_labels(path: str | Path) -> pa.Array:
     bad = pc.invert(pc.is_in(labels, value_set=pa.array(["normal", "anomaly"])))
     if pc.any(bad).as_py():
         raise LogDataError(f"labels {path}: Label must be Normal or Anomaly")
-    return pc.filter(table["BlockId"], pc.equal(labels, "anomaly")).combine_chunks()
+    ids = table["BlockId"].combine_chunks()
+    return BlockLabels(pc.unique(ids), pc.unique(pc.filter(ids, pc.equal(labels, "anomaly"))
+                                                 .combine_chunks()))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -98,38 +139,150 @@ def _first_line(exc: BaseException) -> str:
 
 
 # -- raw files ----------------------------------------------------------------------------
-def _raw_blocks(path: Path, chunk_bytes: int, stats: ReadStats,
-                progress: Callable[[int], None] | None) -> Iterator[bytes]:
-    """Yield blocks of whole lines (each ends with a newline, except maybe the last).
+#: Leading bytes of each compressed format read as a stream → its name.
+COMPRESSION_MAGIC: dict[bytes, str] = {
+    b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd",
+}
 
-    The file's sha256 is computed on a background thread (hashlib releases the GIL).
+
+def compression_of(path: Path) -> str | None:
+    """The compression of ``path`` by its leading bytes (``gzip``, ``bzip2``, ``xz``, ``zstd``).
+
+    Returns:
+        None for a plain file.
     """
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    return next((name for magic, name in COMPRESSION_MAGIC.items() if head.startswith(magic)),
+                None)
+
+
+class _HashingReader(io.RawIOBase):
+    """Reads a file, hashing every byte and reporting progress (the compressed bytes)."""
+
+    def __init__(self, fh: io.BufferedReader, digest: Any,
+                 progress: Callable[[int], None] | None) -> None:
+        self.fh, self.digest, self.progress = fh, digest, progress
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.fh.readinto(buffer)
+        if n:
+            self.digest.update(memoryview(buffer)[:n])
+            if self.progress is not None:
+                self.progress(n)
+        return n or 0
+
+
+def _zstd_stream(raw: io.RawIOBase, chunk_bytes: int) -> Iterator[bytes]:
+    """Decompress concatenated zstd frames; an unfinished last frame raises ``EOFError``."""
+    import zstandard
+
+    reader = io.BufferedReader(raw)
+    decoder, started = zstandard.ZstdDecompressor().decompressobj(), False
+    while data := reader.read(chunk_bytes):
+        while data:
+            out = decoder.decompress(data)
+            started = True
+            if out:
+                yield out
+            data = decoder.unused_data if decoder.eof else b""
+            if decoder.eof:
+                decoder, started = zstandard.ZstdDecompressor().decompressobj(), bool(data)
+    if started and not decoder.eof:
+        raise EOFError("compressed file ended before the end of its last frame")
+
+
+def _stdlib_stream(kind: str, raw: io.RawIOBase, chunk_bytes: int) -> Iterator[bytes]:
+    """Decompress a gzip, bzip2 or xz stream with the standard library."""
+    import bz2
+    import gzip
+    import lzma
+
+    opener = {"gzip": lambda f: gzip.GzipFile(fileobj=f), "bzip2": bz2.BZ2File,
+              "xz": lzma.LZMAFile}[kind]
+    with opener(io.BufferedReader(raw)) as stream:
+        while data := stream.read1(chunk_bytes):  # read1: what is decoded so far, no waiting
+            yield data
+
+
+def _compressed_chunks(path: Path, kind: str, chunk_bytes: int, stats: ReadStats,
+                       progress: Callable[[int], None] | None) -> Iterator[bytes]:
+    """Yield decompressed chunks of ``path``; the sha256 is of the compressed file.
+
+    Raises:
+        LogDataError: one line when the archive is truncated or corrupt, after what was read.
+    """
+    import lzma
+
+    import zstandard
+
     digest = hashlib.sha256()
-    rest = b""
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise LogDataError(f"cannot open {path}: {exc.strerror}") from None
-    with fh, ThreadPoolExecutor(max_workers=1) as hasher:
+    piece = min(chunk_bytes, 1 << 20)  # small reads, so a damaged archive yields what it had
+    pending, failure = bytearray(), None
+    with open(path, "rb") as fh:
+        raw = _HashingReader(fh, digest, progress)
+        pieces = (_zstd_stream(raw, piece) if kind == "zstd" else _stdlib_stream(kind, raw, piece))
+        try:
+            for data in pieces:
+                pending += data
+                if len(pending) >= chunk_bytes:
+                    yield bytes(pending)
+                    pending.clear()
+        except (EOFError, OSError, lzma.LZMAError, zstandard.ZstdError) as exc:
+            failure = _first_line(exc)
+    if pending:
+        yield bytes(pending)
+    if failure is not None:
+        raise LogDataError(f"{path} is a truncated or corrupt {kind} archive ({failure}); "
+                           f"stopped after {stats.lines:,} lines")
+    stats.sha256 = digest.hexdigest()
+
+
+def _raw_chunks(path: Path, chunk_bytes: int, stats: ReadStats,
+                progress: Callable[[int], None] | None) -> Iterator[bytes]:
+    """Yield chunks of a plain file; its sha256 is computed on a background thread."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh, ThreadPoolExecutor(max_workers=1) as hasher:
         pending = None
         while True:
             data = fh.read(chunk_bytes)
             if progress is not None:
                 progress(len(data))
             if pending is not None:
-                pending.result()
+                pending.result()  # hashlib releases the GIL
             pending = hasher.submit(digest.update, data)
             if not data:
                 break
-            data = rest + data if rest else data
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:
-                rest = data
-                continue
-            rest = data[cut:]
-            yield data[:cut]
+            yield data
         pending.result()
     stats.sha256 = digest.hexdigest()
+
+
+def _raw_blocks(path: Path, chunk_bytes: int, stats: ReadStats,
+                progress: Callable[[int], None] | None) -> Iterator[bytes]:
+    """Yield blocks of whole lines (each ends with a newline, except maybe the last).
+
+    Plain files and ``.gz``/``.bz2``/``.xz``/``.zst`` streams (recognised by their leading bytes)
+    are read chunk by chunk; ``stats.sha256`` is the sha256 of the file as stored.
+    """
+    try:
+        kind = compression_of(path)
+    except OSError as exc:
+        raise LogDataError(f"cannot open {path}: {exc.strerror}") from None
+    chunks = (_raw_chunks(path, chunk_bytes, stats, progress) if kind is None
+              else _compressed_chunks(path, kind, chunk_bytes, stats, progress))
+    rest = b""
+    for data in chunks:
+        data = rest + data if rest else data
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            rest = data
+            continue
+        rest = data[cut:]
+        yield data[:cut]
     if rest:
         yield rest
 
@@ -167,16 +320,27 @@ def _decode_slowly(body: bytes, first_line: int, stats: ReadStats) -> tuple[pa.A
     return pa.array(lines, pa.large_string()), np.asarray(numbers, dtype=np.int64)
 
 
-def _timestamps(fields: pa.StructArray, fmt: DatasetFormat) -> pa.Array:
-    n = len(fields)
-    if fmt.timestamp == "epoch":
-        return pc.cast(fields.field("timestamp"), pa.float64())
-    if fmt.timestamp == "yymmdd_hhmmss":
-        text = pc.binary_join_element_wise(fields.field("date").cast(pa.string()),
-                                           fields.field("time").cast(pa.string()), " ")
-        stamp = pc.strptime(text, format="%y%m%d %H%M%S", unit="s", error_is_null=True)
-        return pc.cast(pc.cast(stamp, pa.int64()), pa.float64())
-    return pa.nulls(n, pa.float64())
+def _epoch_seconds(text: pa.Array) -> pa.Array:
+    """Cast decimal epoch seconds to float64; anything else becomes null."""
+    valid = pc.match_substring_regex(text, r"^\d+(?:\.\d+)?$")
+    return pc.cast(pc.if_else(valid, text, pa.scalar(None, pa.string())), pa.float64())
+
+
+def timestamps_of(fields: dict[str, pa.Array], fmt: DatasetFormat, n: int) -> pa.Array:
+    """Epoch seconds (float64) of each line from the format's timestamp fields; null where unset.
+
+    The fields are joined with one space and parsed with the format's strptime format (or read as
+    epoch seconds); a value that does not parse is null.
+    """
+    names = fmt.timestamp_fields
+    if not names or any(name not in fields for name in names):
+        return pa.nulls(n, pa.float64())
+    parts = [pc.cast(fields[name], pa.string()) for name in names]
+    text = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, " ")
+    if fmt.timestamp_format == EPOCH:
+        return _epoch_seconds(text)
+    stamp = pc.strptime(text, format=fmt.timestamp_format, unit="s", error_is_null=True)
+    return pc.cast(pc.cast(stamp, pa.int64()), pa.float64())
 
 
 def block_ids_of(content: pa.Array) -> pa.Array:
@@ -193,74 +357,51 @@ def block_ids_of(content: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), ids.cast(pa.string()))
 
 
-def _labels(fields: pa.StructArray, fmt: DatasetFormat, block_ids: pa.Array | None,
-            anomalous: pa.Array | None) -> tuple[pa.Array, pa.Array]:
-    n = len(fields)
-    if fmt.label_rule == "first_field":
-        raw = fields.field("label")
-        normal = pc.equal(raw, "-")
-        label = pc.if_else(normal, NORMAL, ABNORMAL)
-        alert = pc.if_else(normal, pa.scalar(None, pa.string()), raw.cast(pa.string()))
-        return label, alert
+def labels_of(fields: dict[str, pa.Array], fmt: DatasetFormat, block_ids: pa.Array | None,
+              anomalous: pa.Array | None, n: int) -> tuple[pa.Array, pa.Array]:
+    """Return (``label``, ``alert``) arrays of ``n`` lines by the format's label rule."""
+    no_alert = pa.nulls(n, pa.string())
+    if fmt.label_rule == "field" and fmt.label_field in fields:
+        raw = pc.cast(fields[fmt.label_field], pa.string())
+        normal = pc.fill_null(pc.equal(raw, fmt.normal_value), True)
+        return pc.if_else(normal, NORMAL, ABNORMAL), pc.if_else(normal, no_alert, raw)
     if block_ids is None or anomalous is None or len(anomalous) == 0:
-        return pa.array([NORMAL] * n, pa.string()), pa.nulls(n, pa.string())
+        return pa.array([NORMAL] * n, pa.string()), no_alert
     flat = pc.list_flatten(block_ids)
     hit = pc.is_in(flat, value_set=anomalous).to_numpy(zero_copy_only=False)
     parents = pc.list_parent_indices(block_ids).to_numpy(zero_copy_only=False)
     bad = np.bincount(parents[hit], minlength=n) > 0
-    return pc.if_else(pa.array(bad), ABNORMAL, NORMAL), pa.nulls(n, pa.string())
-
-
-def _rest_element(parts: pa.Array, index: int, n_parts: np.ndarray) -> pa.Array:
-    """Return element ``index`` of each list, or "" where the list is shorter."""
-    flat = pc.list_flatten(pc.list_slice(parts, index, index + 1))
-    has = n_parts > index
-    positions = np.full(len(n_parts), -1, dtype=np.int64)
-    positions[has] = np.arange(int(has.sum()))
-    taken = pc.take(flat, pa.array(positions, mask=~has))
-    return pc.fill_null(taken, "")
+    return pc.if_else(pa.array(bad), ABNORMAL, NORMAL), no_alert
 
 
 def split_fields(lines: pa.Array, fmt: DatasetFormat) -> tuple[dict[str, pa.Array], np.ndarray,
                                                                  Counter]:
-    """Split lines into named fields by the format's header, checks and rest regex.
+    """Split lines into the format's named fields with its line regex (RE2, vectorised).
+
+    A line that does not match is ``truncated`` when it has fewer white-space separated tokens
+    than the format has fields before ``<Content>``, else ``unparsable``.
 
     Returns:
-        (fields of the kept lines, boolean mask of kept lines, skip counts per reason).
+        (fields of the kept lines by field name, boolean mask of kept lines, skip counts).
     """
     skipped: Counter = Counter()
-    n_header = len(fmt.header)
     # ASCII whitespace rules are exact for UTF-8 text (multi-byte sequences hold no ASCII byte)
     trimmed = pc.ascii_trim_whitespace(lines)
-    parts = pc.ascii_split_whitespace(trimmed, max_splits=n_header)
-    n_parts = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
     blank = pc.equal(pc.binary_length(trimmed), 0).to_numpy(zero_copy_only=False)
-    short = ~blank & (n_parts < n_header)
-    keep = ~blank & ~short
+    extracted = pc.extract_regex(trimmed, fmt.line_regex())
+    matched = extracted.is_valid().to_numpy(zero_copy_only=False)
+    keep = matched & ~blank
+    missed = np.flatnonzero(~matched & ~blank)
+    if len(missed):
+        tokens = pc.list_value_length(pc.ascii_split_whitespace(
+            pc.take(trimmed, pa.array(missed)), max_splits=fmt.header_fields)
+        ).to_numpy(zero_copy_only=False)
+        short = int((tokens < fmt.header_fields).sum())
+        skipped["truncated"] += short
+        skipped["unparsable"] += len(missed) - short
     skipped["blank"] += int(blank.sum())
-    skipped["truncated"] += int(short.sum())
-    mask = pa.array(keep)
-    parts, n_parts = pc.filter(parts, mask), n_parts[keep]
-    fields = {name: pc.list_element(parts, i) for i, name in enumerate(fmt.header)
-              if not name.startswith("_")}
-    rest = _rest_element(parts, n_header, n_parts)
-    good = np.ones(len(parts), dtype=bool)
-    for name, pattern in fmt.checks:
-        good &= pc.match_substring_regex(fields[name], pattern).to_numpy(zero_copy_only=False)
-    if fmt.rest_regex is None:
-        fields["content"] = rest
-    else:
-        extracted = pc.extract_regex(rest, fmt.rest_regex)
-        good &= extracted.is_valid().to_numpy(zero_copy_only=False)
-        for i in range(extracted.type.num_fields):
-            name = extracted.type.field(i).name
-            fields[name] = pc.fill_null(extracted.field(i), "") if name == "content" \
-                else extracted.field(i)
-    skipped["unparsable"] += int((~good).sum())
-    if not good.all():
-        selector = pa.array(good)
-        fields = {k: pc.filter(v, selector) for k, v in fields.items()}
-        keep[np.flatnonzero(keep)[~good]] = False
+    kept = extracted.filter(pa.array(keep)) if not keep.all() else extracted
+    fields = {kept.type.field(i).name: kept.field(i) for i in range(kept.type.num_fields)}
     return fields, keep, skipped
 
 
@@ -268,20 +409,24 @@ def _lines_to_table(lines: pa.Array, numbers: np.ndarray, fmt: DatasetFormat, st
                     anomalous: pa.Array | None) -> pa.Table:
     fields, keep, skipped = split_fields(lines, fmt)
     stats.skipped.update(skipped)
-    stats.kept += int(keep.sum())
-    content = fields["content"].cast(pa.string())
-    struct = pa.StructArray.from_arrays(list(fields.values()), names=list(fields))
+    n = int(keep.sum())
+    stats.kept += n
+    return _line_table(pa.array(numbers[keep], pa.int64()), fields, fmt, stats, anomalous, n)
+
+
+def _line_table(line_no: pa.Array, fields: dict[str, pa.Array], fmt: DatasetFormat,
+                stats: ReadStats, anomalous: pa.Array | None, n: int) -> pa.Table:
+    """The reader's output columns from the fields of ``n`` kept lines."""
+    content = pc.fill_null(pc.cast(fields[CONTENT], pa.string()), "")
     block_ids = block_ids_of(content) if fmt.has_blocks else None
-    label, alert = _labels(struct, fmt, block_ids, anomalous)
-    columns = {
-        "line_no": pa.array(numbers[keep], pa.int64()),
-        "label": label,
-        "alert": alert,
-        "timestamp": _timestamps(struct, fmt),
-    }
-    for name in OPTIONAL_FIELDS:
+    if block_ids is not None:
+        stats.note_blocks(block_ids)
+    label, alert = labels_of(fields, fmt, block_ids, anomalous, n)
+    columns = {"line_no": line_no, "label": label, "alert": alert,
+               "timestamp": timestamps_of(fields, fmt, n)}
+    for column, name in fmt.columns:
         if name in fields:
-            columns[name] = fields[name].cast(pa.string())
+            columns[column] = pc.cast(fields[name], pa.string())
     columns["content"] = content
     if block_ids is not None:
         columns["block_ids"] = block_ids
@@ -332,7 +477,8 @@ def iter_structured_csv(path: str | Path, fmt: DatasetFormat, stats: ReadStats,
     except (OSError, pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise LogDataError(f"cannot read CSV {path}: {_first_line(exc)}") from None
     names = set(reader.schema.names)
-    missing = [c for c in CSV_REQUIRED[fmt.label_rule] if c not in names]
+    needed = [CONTENT] + ([fmt.label_field] if fmt.label_rule == "field" else [])
+    missing = [c for c in needed if c not in names]
     if missing:
         raise LogDataError(
             f"CSV {path} lacks column(s) {missing}; found {sorted(names)[:12]}"
@@ -373,7 +519,7 @@ def _csv_batch_to_table(table: pa.Table, fmt: DatasetFormat, first_line: int,
                         stats: ReadStats) -> pa.Table:
     n = table.num_rows
     stats.lines += n
-    content = table["Content"].combine_chunks()
+    content = table[CONTENT].combine_chunks()
     blank = pc.match_substring_regex(content, r"^\s*$")
     stats.skipped["blank"] += int(pc.sum(blank).as_py() or 0)
     table = table.filter(pc.invert(blank))
@@ -384,28 +530,9 @@ def _csv_batch_to_table(table: pa.Table, fmt: DatasetFormat, first_line: int,
     else:
         line_no = pa.array(np.arange(first_line, first_line + n)[~blank.to_numpy(
             zero_copy_only=False)])
-    content = table["Content"].combine_chunks()
-    fields = {"label": table["Label"].combine_chunks()} if "Label" in names else {}
-    for col in ("Timestamp", "Date", "Time"):
-        if col in names:
-            fields[col.lower()] = table[col].combine_chunks()
-    struct = pa.StructArray.from_arrays(list(fields.values()) or [pa.nulls(table.num_rows)],
-                                        names=list(fields) or ["_"])
-    block_ids = block_ids_of(content) if fmt.has_blocks else None
-    label, alert = _labels(struct, fmt, block_ids, anomalous)
-    has_time = {"timestamp"} <= set(fields) or {"date", "time"} <= set(fields)
-    try:
-        timestamp = _timestamps(struct, fmt) if has_time else pa.nulls(table.num_rows,
-                                                                      pa.float64())
-    except (pa.ArrowInvalid, KeyError):
-        timestamp = pa.nulls(table.num_rows, pa.float64())
-    columns = {"line_no": line_no, "label": label, "alert": alert, "timestamp": timestamp}
-    for csv_name, ours in fmt.csv_fields.items():
-        if csv_name in names and ours not in columns:
-            columns[ours] = table[csv_name].combine_chunks()
-    columns["content"] = content
-    if block_ids is not None:
-        columns["block_ids"] = block_ids
+    fields = {name: table[name].combine_chunks() for name in table.column_names}
+    out = _line_table(line_no.combine_chunks() if isinstance(line_no, pa.ChunkedArray)
+                      else line_no, fields, fmt, stats, anomalous, table.num_rows)
     if use_templates and "EventTemplate" in names:
-        columns["csv_template"] = table["EventTemplate"].combine_chunks()
-    return pa.table(columns)
+        out = out.append_column("csv_template", table["EventTemplate"].combine_chunks())
+    return out

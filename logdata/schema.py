@@ -7,6 +7,7 @@ Columns (DESIGN.md): ``data_source``, ``prompt`` (list of ``{role, content}``), 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import pandas as pd
@@ -16,7 +17,9 @@ from reward.labels import is_label
 
 ABILITY = "log_anomaly"
 REWARD_STYLE = "rule"
+#: The built-in data sources; a format file adds its own ``name`` (a word: letters, digits, . _ -).
 DATA_SOURCES: tuple[str, ...] = ("bgl", "spirit", "thunderbird", "hdfs", "synthetic")
+_SOURCE_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 REQUIRED_COLUMNS: tuple[str, ...] = ("data_source", "prompt", "ability", "reward_model",
                                      "extra_info")
 EXTRA_INFO_KEYS: tuple[str, ...] = ("split", "index", "log")
@@ -24,8 +27,9 @@ ROLES: tuple[str, ...] = ("system", "user", "assistant")
 
 
 def _row_problem(row: Mapping) -> str | None:
-    if row["data_source"] not in DATA_SOURCES:
-        return f"data_source {row['data_source']!r} not in {DATA_SOURCES}"
+    source = row["data_source"]
+    if not isinstance(source, str) or not _SOURCE_RE.match(source):
+        return f"data_source {source!r} is not a dataset name (letters, digits, . _ -)"
     prompt = row["prompt"]
     if prompt is None or len(prompt) == 0:
         return "empty prompt"

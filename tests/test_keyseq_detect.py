@@ -273,3 +273,133 @@ def test_detect_cli_defaults_are_loggpts():
     assert args.skip_first == 1 and args.judge_eos is None
     assert build_parser().parse_args(["--model", "m", "--data", "d", "--out", "o",
                                       "--no-judge-eos"]).judge_eos is False
+
+
+# --- the model's vocabulary and the data's checksums -------------------------------------------
+
+def _keyseq_folder(folder, keys, data_source="bgl"):
+    """A ``logdata sequences``-like folder: ``vocab.json`` of ``keys``, ``test.parquet`` and a
+    ``meta.json`` listing both (the way ``sequences`` writes it)."""
+    from logdata.staging import write_meta
+
+    folder.mkdir(parents=True)
+    KeyVocab.build([keys]).save(folder / "vocab.json")
+    rows = pd.DataFrame({"sequence_id": ["s0", "s1", "s2"],
+                         "keys": [keys[:4], keys[2:6], keys[:1] + keys[:1]],
+                         "label": ["normal", "normal", "abnormal"]})
+    rows.to_parquet(folder / "test.parquet")
+    write_meta(folder, {"kind": "keyseq", "params": {"data_source": data_source,
+                                                     "window": {"kind": "time"}}})
+    return folder / "test.parquet"
+
+
+#: Two datasets whose parsers both number their templates E1, E2, …: the ids collide, the
+#: vocabularies (keys by training frequency) differ.
+BGL_KEYS = [f"E{i}" for i in (3, 1, 2, 7, 5, 4, 6, 8, 9, 10)]
+HDFS_KEYS = [f"E{i}" for i in (1, 2, 3, 4, 5, 6, 7, 8, 9)]
+
+
+@pytest.fixture(scope="module")
+def bgl_model(tmp_path_factory):
+    """A tiny model built from the BGL folder's vocab.json (recorded in its config)."""
+    root = tmp_path_factory.mktemp("vocab_check")
+    data = _keyseq_folder(root / "bgl_keyseq", BGL_KEYS)
+    vocab_file = data.parent / "vocab.json"
+    build_keyseq_model(KeyVocab.load(vocab_file), "gpt_neo_tiny", root / "model", context=64,
+                       seed=0, vocab_file=vocab_file)
+    return root / "model", data
+
+
+def test_the_model_records_its_vocabulary(bgl_model):
+    from logdata.io import sha256_file
+    from verl_recipes.local.keyseq.model import VOCAB_FIELD, model_vocab
+
+    model_dir, data = bgl_model
+    record = model_vocab(model_dir)
+    assert record == {"path": str(data.parent / "vocab.json"),
+                      "sha256": sha256_file(data.parent / "vocab.json")}
+    assert json.loads((model_dir / "config.json").read_text())[VOCAB_FIELD] == record
+    with pytest.raises(LogDataError, match="not the vocabulary"):
+        build_keyseq_model(KeyVocab.build([HDFS_KEYS]), "gpt_neo_tiny", None, context=64,
+                           vocab_file=data.parent / "vocab.json")
+
+
+# Issue: "keyseq_detect.py scores an HDFS test set with a BGL model (event ids collide) and
+# reports F1 0.939".
+def test_detect_refuses_sequences_built_with_another_vocabulary(bgl_model, tmp_path, capsys):
+    from validation.keyseq_detect import main
+
+    model_dir, _ = bgl_model
+    hdfs = _keyseq_folder(tmp_path / "hdfs_keyseq", HDFS_KEYS, data_source="hdfs")
+    out = tmp_path / "detect"
+    assert main(["--model", str(model_dir), "--input", str(hdfs), "--out", str(out),
+                 "--k", "3", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1, err
+    assert "built with another vocabulary" in err
+    assert not out.exists()
+
+
+def test_detect_scores_sequences_built_with_the_models_vocabulary(bgl_model, tmp_path):
+    from logdata.io import sha256_file
+    from validation.keyseq_detect import main
+
+    model_dir, data = bgl_model
+    out = tmp_path / "detect"
+    assert main(["--model", str(model_dir), "--input", str(data), "--out", str(out),
+                 "--k", "3", "--k-sweep", "3", "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["keyseq"]["vocab_sha256"] == sha256_file(data.parent / "vocab.json")
+
+
+def test_detect_warns_for_a_model_without_a_vocabulary_record(tiny, bgl_model, tmp_path,
+                                                              caplog):
+    from validation.keyseq_detect import check_vocabulary
+
+    _, data = bgl_model
+    with caplog.at_level("WARNING", logger="validation.keyseq_detect"):
+        assert check_vocabulary(tiny, data) is None  # built before the record existed
+    assert any("records no vocabulary" in r.getMessage() for r in caplog.records)
+
+
+def test_detect_refuses_a_test_parquet_changed_after_sequences(bgl_model, tmp_path, capsys):
+    import shutil
+
+    from validation.keyseq_detect import main
+
+    model_dir, data = bgl_model
+    copy = tmp_path / "copy"
+    shutil.copytree(data.parent, copy)
+    pd.read_parquet(copy / "test.parquet").head(1).to_parquet(copy / "test.parquet")
+    assert main(["--model", str(model_dir), "--input", str(copy / "test.parquet"), "--out",
+                 str(tmp_path / "o"), "--k", "3", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "does not match" in err and "test.parquet" in err
+
+
+def test_pretrain_records_the_vocabulary_and_export_keeps_it(tmp_path):
+    from logdata.io import sha256_file
+    from logdata.keyseq.sequences import SequenceConfig, build_sequence_datasets
+    from verl_recipes.local.export import export_local
+    from verl_recipes.local.keyseq.model import model_vocab
+    from verl_recipes.local.keyseq.pretrain import PretrainConfig, init_model, pretrain
+
+    keys = ["A", "B", "C", "D"] * 30
+    log = pd.DataFrame({"line_no": range(1, 121), "timestamp": np.arange(0, 600, 5.0),
+                        "event_id": keys, "label": ["normal"] * 117 + ["abnormal"] * 3})
+    data = tmp_path / "seq"
+    build_sequence_datasets(log, data, SequenceConfig(data_source="bgl", n_train=10))
+    expected = sha256_file(data / "vocab.json")
+    pretrain(data, tmp_path / "model", PretrainConfig(arch="gpt_neo_tiny", epochs=1, max_steps=1,
+                                                      batch_size=4, device="cpu", context=64),
+             progress=False)
+    assert model_vocab(tmp_path / "model")["sha256"] == expected
+    init_model(data, tmp_path / "init", "gpt_neo_tiny", context=64)
+    assert model_vocab(tmp_path / "init")["sha256"] == expected
+    export_local(tmp_path / "model", tmp_path / "export")
+    assert model_vocab(tmp_path / "export") == model_vocab(tmp_path / "model")
+    # a vocab.json changed after `sequences` wrote it is refused before training
+    (data / "vocab.json").write_text((data / "vocab.json").read_text().replace('"A"', '"Z"'))
+    with pytest.raises(LogDataError, match="does not match"):
+        pretrain(data, tmp_path / "again", PretrainConfig(arch="gpt_neo_tiny", max_steps=1,
+                                                          device="cpu", context=64))

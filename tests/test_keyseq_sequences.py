@@ -388,3 +388,165 @@ def test_parse_drain_preset_flag_and_loggpt_parser_warning(tmp_path, caplog):
         assert not caplog.records
         warn_parser_mismatch("loggpt", "thunderbird", {"depth": 4, "similarity": 0.5})
     assert len(caplog.records) == 1 and "--drain-preset loggpt" in caplog.records[0].message
+
+
+# --- the data source from prepare's meta.json, staged writes, checksums ----------------------
+
+def _mixed_log():
+    """120 lines every 5 s (A-D), the last three abnormal: normal and abnormal time windows."""
+    keys = ["A", "B", "C", "D"] * 30
+    labels = ["normal"] * 117 + ["abnormal"] * 3
+    return frame(np.arange(0, 600, 5.0), keys, labels)
+
+
+def _prepared(folder, meta, log=None):
+    """``folder/structured.parquet`` with a data-stage ``meta.json`` listing its sha256."""
+    from logdata.staging import write_meta
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (log if log is not None else _mixed_log()).to_parquet(folder / "structured.parquet")
+    if meta is not None:
+        write_meta(folder, meta)
+    return folder / "structured.parquet"
+
+
+def _sequences(structured, out, *extra):
+    """Run ``python -m logdata sequences`` in-process (errors raise)."""
+    from logdata.cli import build_parser
+    from logdata.keyseq.sequences import run
+
+    argv = ["sequences", "--input", str(structured), "--out", str(out), "--n-train", "10",
+            *extra]
+    assert run(build_parser(argv).parse_args(argv)) == 0
+    return json.loads((out / "meta.json").read_text())
+
+
+# Issue: "`sequences` guesses the dataset from words in the path (fails on `tb/`, guesses `hdfs`
+# for a BGL file under `hdfs_mount/`) instead of reading the meta.json that prepare wrote".
+@pytest.mark.parametrize(("folder", "meta", "expected", "origin"), [
+    ("tb", {"params": {"dataset": "thunderbird"}}, "thunderbird", "meta.json:params.dataset"),
+    ("hdfs_mount/run1", {"dataset": "bgl"}, "bgl", "meta.json:dataset"),
+    ("hdfs_mount/bgl", {"format": {"name": "bgl"}, "params": {}}, "bgl", "meta.json:format.name"),
+], ids=["tb", "mount-plain", "mount-named"])
+def test_sequences_take_the_dataset_from_the_prepare_meta(tmp_path, folder, meta, expected,
+                                                          origin):
+    structured = _prepared(tmp_path / folder, meta)
+    out = _sequences(structured, tmp_path / "out")
+    assert out["params"]["data_source"] == expected
+    assert out["data_source_from"] == origin
+    assert out["params"]["window"]["kind"] == "time"  # not hdfs's block windows
+    rl = pd.read_parquet(tmp_path / "out" / "rl_test.parquet")
+    assert set(rl["data_source"]) == {expected}
+
+
+def test_meta_dataset_keys_in_order_and_the_flag_wins(tmp_path, caplog):
+    from logdata.keyseq.sequences import meta_dataset, resolve_data_source
+
+    assert meta_dataset({"dataset": "a", "params": {"dataset": "b"}, "format": {"name": "c"}}) == (
+        "a", "dataset")
+    assert meta_dataset({"params": {"dataset": "b"}, "format": {"name": "c"}})[0] == "b"
+    assert meta_dataset({"params": {"dataset": ""}, "format": {"name": "c"}})[0] == "c"
+    structured = _prepared(tmp_path / "bgl", {"params": {"dataset": "bgl"}})
+    with caplog.at_level("WARNING", logger="logdata.keyseq.sequences"):
+        # any name (a user format), not only the built-in ones; it gets the default windowing
+        meta = _sequences(structured, tmp_path / "out", "--data-source", "my_format")
+    assert meta["params"]["data_source"] == "my_format"
+    assert meta["data_source_from"] == "--data-source"
+    assert meta["params"]["window"]["kind"] == "time"
+    assert any("overrides 'bgl'" in r.getMessage() for r in caplog.records)
+    assert resolve_data_source("hdfs", structured, pd.DataFrame()) == ("hdfs", "--data-source")
+
+
+def test_without_meta_the_path_guess_warns_and_a_meta_without_dataset_is_refused(tmp_path,
+                                                                                 caplog):
+    from logdata.keyseq.sequences import resolve_data_source
+
+    guessed = _prepared(tmp_path / "spirit_logs", None)
+    with caplog.at_level("WARNING", logger="logdata.keyseq.sequences"):
+        assert resolve_data_source(None, guessed, pd.DataFrame()) == ("spirit", "guessed")
+    assert any("guessed the data source 'spirit'" in r.getMessage() for r in caplog.records)
+    with pytest.raises(LogDataError, match="cannot tell the data source"):
+        resolve_data_source(None, _prepared(tmp_path / "plain", None), pd.DataFrame())
+    # a meta.json exists: the path words ("spirit") never decide
+    named_nothing = _prepared(tmp_path / "spirit_run", {"kind": "other"})
+    with pytest.raises(LogDataError, match="names no dataset"):
+        resolve_data_source(None, named_nothing, pd.DataFrame())
+
+
+def test_sequences_refuse_a_structured_parquet_changed_after_prepare(tmp_path, repo_root):
+    structured = _prepared(tmp_path / "p", {"params": {"dataset": "bgl"}})
+    _mixed_log().head(60).to_parquet(structured)  # edited after prepare wrote meta.json
+    done = run_cli("sequences", "--input", str(structured), "--out", str(tmp_path / "o"),
+                   cwd=repo_root)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error:") and len(done.stderr.strip().splitlines()) == 1
+    assert "does not match" in done.stderr and "structured.parquet" in done.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_sequences_meta_lists_every_output_and_refuses_to_overwrite(tmp_path):
+    from logdata.io import sha256_file
+    from logdata.keyseq.sequences import OUTPUTS
+
+    structured = _prepared(tmp_path / "p", {"params": {"dataset": "bgl"}})
+    out = tmp_path / "seq"
+    meta = _sequences(structured, out)
+    names = {"train.parquet", "val.parquet", "test.parquet", "rl_train.parquet",
+             "rl_test.parquet", "vocab.json"}
+    assert set(meta["files"]) == names and set(OUTPUTS) == names | {"meta.json"}
+    assert all(meta["files"][n] == sha256_file(out / n) for n in names)
+    with pytest.raises(LogDataError, match="--overwrite"):
+        _sequences(structured, out)
+    again = _sequences(structured, out, "--overwrite", "--seed", "1")
+    assert again["params"]["seed"] == 1
+    # --out = the folder of --input: prepare's meta lists structured.parquet, which must survive
+    inside = _sequences(structured, structured.parent, "--overwrite")
+    assert structured.is_file() and "structured.parquet" not in inside["files"]
+
+
+def test_a_failure_mid_way_leaves_the_previous_output_intact(tmp_path, monkeypatch):
+    from logdata.io import sha256_file
+    from logdata.keyseq import sequences as S
+
+    structured = _prepared(tmp_path / "p", {"params": {"dataset": "bgl"}})
+    out = tmp_path / "seq"
+    _sequences(structured, out)
+    before = {p.name: sha256_file(p) for p in out.iterdir()}
+    seen = []
+
+    def broken(rows, split, *args, **kwargs):
+        # the splits are already written (staged) when the RL rows are made
+        seen.extend(tmp_path.glob(".seq.staging-*/train.parquet"))
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(S, "rl_rows", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        _sequences(structured, out, "--overwrite", "--seed", "7")
+    assert seen, "the failure must come after train.parquet was written"
+    assert {p.name: sha256_file(p) for p in out.iterdir()} == before
+    assert json.loads((out / "meta.json").read_text())["params"]["seed"] == 0
+    assert not list(tmp_path.glob(".seq.staging-*"))  # the staging folder is gone
+
+
+@pytest.mark.parametrize(("labels", "normal", "abnormal"), [
+    (["normal"] * 120, 3, 0),                      # no abnormal line at all
+    (["normal"] * 24 + ["abnormal"] * 96, 0, 8),   # every normal window drawn: test all abnormal
+], ids=["all-normal", "all-abnormal"])
+def test_a_single_class_test_split_warns(tmp_path, caplog, labels, normal, abnormal):
+    log = frame(np.arange(0, 600, 5.0), ["A", "B", "C", "D"] * 30, labels)
+    spec = WindowSpec(kind="count", size=12, step=12, min_events=2)  # 10 windows
+    config = SequenceConfig(data_source="bgl", window=spec, n_train=7, context=16)
+    with caplog.at_level("WARNING", logger="logdata.keyseq.sequences"):
+        meta = build_sequence_datasets(log, tmp_path / "o", config)
+    warned = [r.getMessage() for r in caplog.records if "class" in r.getMessage()]
+    assert meta["counts"]["test"]["sequences"] == normal + abnormal
+    assert len(warned) == 1, warned
+    assert "test split holds 1 class" in warned[0]
+    assert f"({normal} normal, {abnormal} abnormal sequences)" in warned[0]
+
+
+def test_a_mixed_test_split_does_not_warn(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="logdata.keyseq.sequences"):
+        build_sequence_datasets(_mixed_log(), tmp_path / "o", SequenceConfig(
+            data_source="bgl", n_train=10))
+    assert not [r for r in caplog.records if "class" in r.getMessage()]

@@ -272,3 +272,32 @@ def test_parts_without_any_part_file_do_not_block(tiny_chat_model: Path, test_pa
     (parts / P.MANIFEST).write_text(json.dumps({"backend": "vllm", "model": "/elsewhere"}))
     assert P.main(_predict_args(tiny_chat_model, test_parquet, out)) == 0
     assert not parts.exists()
+
+
+def test_data_changed_after_build_is_refused_before_any_model_loads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from logdata.staging import write_meta
+
+    data = tmp_path / "bgl" / "test.parquet"
+    data.parent.mkdir()
+    verl_rows(4).to_parquet(data)
+    write_meta(data.parent, {"params": {"dataset": "bgl"}})  # as build/prepare write it
+    model = tmp_path / "model"  # never loaded: a config.json is all resolve_inputs looks at
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    loaded: list[object] = []
+
+    def no_backend(*args: object) -> None:
+        loaded.append(args)
+        raise AssertionError("the model must not load")
+
+    monkeypatch.setattr(P, "make_backend", no_backend)
+    out = tmp_path / "predictions.parquet"
+    argv = ["--model", str(model), "--input", str(data), "--out", str(out)]
+    assert P.resolve_inputs(P.build_parser().parse_args(argv))[1] == data  # untouched: accepted
+    verl_rows(3).to_parquet(data)  # changed after build wrote meta.json
+    assert P.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1, err
+    assert "does not match" in err and "test.parquet" in err
+    assert not loaded and not out.exists() and not out.with_name(out.name + ".parts").exists()

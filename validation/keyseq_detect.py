@@ -23,8 +23,17 @@ override the window rule. K is capped as LogGPT caps it: ``int(0.95 * keys)``, c
 keys of the vocabulary, not its special tokens (and at least 1, where LogGPT's K would be 0).
 
 The default K comes from :data:`DEFAULT_K` (LogGPT's values) by the data source in ``meta.json``
-next to the data. The K sweep reuses the ranks of the same forward pass, so it costs no extra
-model calls.
+next to the data.
+
+Before any model loads, the data is checked: ``test.parquet`` against the sha256 its
+``meta.json`` lists (:func:`logdata.staging.verify_file`), and the ``vocab.json`` beside it
+against the vocabulary the model was built with (the ``keyseq_vocab`` record of the model's
+``config.json``, :func:`verl_recipes.local.keyseq.model.model_vocab`). Sequences built with
+another vocabulary are refused in one line: their key ids would collide with the model's (an HDFS
+``E5`` is not a BGL ``E5``) and the scores would mean nothing. A model without the record (saved
+by an older version) is scored with a warning.
+
+The K sweep reuses the ranks of the same forward pass, so it costs no extra model calls.
 
 Writes into ``--out``: ``scores.parquet`` (``sequence_id``, ``label``, ``n_events``, ``misses``,
 ``first_miss``, ``max_rank``, ``pred``), ``metrics.json`` (``session.overall`` and
@@ -61,10 +70,12 @@ from logdata.io import (
     atomic_write_text,
     read_parquet,
     require_file,
+    sha256_file,
 )
+from logdata.staging import verify_file
 from reward.labels import ABNORMAL, NORMAL
 from validation import metrics as M
-from verl_recipes.local.keyseq.model import keys_to_ids, load_model, pad_batch
+from verl_recipes.local.keyseq.model import keys_to_ids, load_model, model_vocab, pad_batch
 
 logger = logging.getLogger("validation.keyseq_detect")
 
@@ -79,6 +90,8 @@ DEFAULT_SKIP_FIRST = 1
 EOS_JUDGED_KINDS: frozenset[str] = frozenset({"block"})
 DEFAULT_SWEEP: tuple[int, ...] = (1, 2, 3, 5, 7, 10, 20, 40, 80, 160, 320, 690)
 DATA_COLUMNS: tuple[str, ...] = ("sequence_id", "keys", "label")
+#: The vocabulary file ``logdata sequences`` writes beside the test sequences.
+VOCAB_FILE = "vocab.json"
 
 
 def cap_k(k: int, n_keys: int) -> int:
@@ -345,13 +358,49 @@ def resolve_k(k: int | None, data_source: str | None, n_keys: int) -> tuple[int,
 
 
 def load_test(path: Path) -> pd.DataFrame:
-    """Read the sequence parquet and check its columns."""
+    """Read the sequence parquet (checked against its ``meta.json``) and check its columns."""
     require_file(path, "data")
+    verify_file(path)
     rows = read_parquet(path)
     missing = [c for c in DATA_COLUMNS if c not in rows.columns]
     if missing:
         raise LogDataError(f"{path} lacks columns {missing}; build it with `logdata sequences`")
     return rows
+
+
+def check_vocabulary(model_dir: Path, data: Path) -> dict[str, str] | None:
+    """Refuse sequences built with a vocabulary other than the model's.
+
+    Compares the sha256 of the ``vocab.json`` beside ``data`` with the record in the model's
+    ``config.json``. Without a record (older models) or without a ``vocab.json`` nothing can be
+    compared: a warning says so and the run goes on.
+
+    Returns:
+        The model's vocabulary record when it was checked, else None.
+
+    Raises:
+        LogDataError: One line when the vocabularies differ, or when ``vocab.json`` changed after
+            its folder was written.
+    """
+    recorded = model_vocab(model_dir) if (Path(model_dir) / "config.json").is_file() else None
+    vocab = data.parent / VOCAB_FILE
+    if recorded is None:
+        logger.warning("%s records no vocabulary (a model saved before keyseq_vocab existed): "
+                       "cannot check that %s was built with its vocabulary", model_dir, data)
+        return None
+    if not vocab.is_file():
+        logger.warning("no %s beside %s: cannot check that it was built with the vocabulary of "
+                       "%s", VOCAB_FILE, data, model_dir)
+        return None
+    verify_file(vocab)
+    actual = sha256_file(vocab)
+    if actual != recorded["sha256"]:
+        raise LogDataError(
+            f"{data} was built with another vocabulary than the model {model_dir}: {vocab} has "
+            f"sha256 {actual[:12]}…, the model was built with {recorded['path']} "
+            f"({recorded['sha256'][:12]}…); key ids of different vocabularies collide, so score "
+            "sequences built with the model's vocabulary, or the model trained on this data")
+    return recorded
 
 
 def detect(model_dir: Path, data: Path, out_dir: Path, k: int | None = None, min_misses: int = 0,
@@ -382,6 +431,7 @@ def detect(model_dir: Path, data: Path, out_dir: Path, k: int | None = None, min
     rows = load_test(data)
     if rows.empty:
         raise LogDataError(f"{data} has no rows")
+    vocab_checked = check_vocabulary(model_dir, data)
     meta = read_meta(data)
     source = data_source or meta.get("params", {}).get("data_source") or "unknown"
     model, tokenizer = load_model(model_dir, device)
@@ -426,6 +476,7 @@ def detect(model_dir: Path, data: Path, out_dir: Path, k: int | None = None, min
             "rule": "abnormal when misses (true key, or <eos> when judged, outside top-K) > "
                     "min_misses; chunks of a sequence are summed",
             "model": str(model_dir), "data": str(data), "device": device,
+            "vocab_sha256": vocab_checked["sha256"] if vocab_checked else None,
         },
     }
     atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=1, default=str))

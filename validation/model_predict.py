@@ -15,7 +15,10 @@ to ``<out>.parts/``; a rerun with the same settings skips finished chunks, and t
 atomically into ``--out`` at the end. ``<out>.parts/`` (with its ``manifest.json`` of the run's
 settings) is created only once the backend has loaded, so a run that fails to start leaves nothing
 behind, and a parts folder without a single part file never blocks a rerun. The output's parquet
-metadata records the model, the sampling parameters and the data file's sha256.
+metadata records the model, the sampling parameters and the data file's sha256. Before any model
+loads, the data file is checked against the sha256 the ``meta.json`` beside it lists
+(:func:`logdata.staging.verify_file`): a test set changed after ``build``/``prepare`` wrote it is
+refused in one line.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from logdata.io import (
     require_file,
     sha256_file,
 )
+from logdata.staging import verify_file
 from reward.labels import LABELS
 from reward.parsing import parse_answer
 from reward.perplexity import resolve_device
@@ -641,6 +645,7 @@ def resolve_inputs(args: argparse.Namespace) -> tuple[str, Path, str | None, str
         raise PredictError(f"model folder {model} has no config.json: not a Hugging Face model "
                            "(export a training checkpoint first: bash model_export.sh CKPT OUT)")
     require_file(data, "data file", PredictError)
+    verify_file(data, PredictError)
     conversation = args.conversation or "parquet"
     system = None
     if args.conversation:

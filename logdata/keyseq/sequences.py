@@ -10,7 +10,15 @@ structured log into:
 * ``rl_train.parquet``, ``rl_test.parquet``: VeRL rows whose prompt is the first
   ``prefix_ratio`` of a chunk's keys and whose ground truth is the true continuation;
 * ``meta.json``: resolved parameters and their hash, counts, anomaly ratio per split, source
-  checksum.
+  checksum, where the data source came from (``data_source_from``) and the sha256 of every file
+  above (``files``, :func:`logdata.staging.write_meta`).
+
+The files are staged and moved into ``--out`` together (:func:`logdata.staging.staged_output`): a
+failed run leaves the previous output as it was, and an ``--out`` that already holds outputs is
+refused unless ``--overwrite``. The input is checked against the ``meta.json`` beside it
+(:func:`logdata.staging.verify_file`), and the data source is the dataset that ``meta.json`` names
+(``--data-source`` overrides it); only without a ``meta.json`` is it guessed from the path, with a
+warning. A test split holding a single class is reported as a warning.
 
 Protocols (:data:`PROTOCOLS`):
 
@@ -55,22 +63,18 @@ from logdata.cliargs import (
     add_flag,
     add_input_flag,
     add_out_flag,
+    add_overwrite_flag,
     add_progress_flag,
     add_seed_flag,
     add_window_flags,
 )
 from logdata.errors import LogDataError
 from logdata.formats import LOGGPT_DRAIN
-from logdata.io import (
-    atomic_write_parquet,
-    atomic_write_text,
-    read_parquet,
-    require_file,
-    sha256_file,
-)
+from logdata.io import atomic_write_parquet, read_parquet, require_file, sha256_file
 from logdata.keyseq.grouping import TIME_GRIDS, WindowSpec, build_sequences
 from logdata.keyseq.vocab import UNK, KeyVocab
 from logdata.schema import REQUIRED_COLUMNS, REWARD_STYLE
+from logdata.staging import META, read_meta, staged_output, verify_file, write_meta
 from reward.labels import ABNORMAL, NORMAL
 from verl_recipes.local.keyseq.model import LOGGPT_CONTEXT
 
@@ -80,6 +84,12 @@ ABILITY = "log_next_key"
 ROW_COLUMNS = ["sequence_id", "chunk", "n_chunks", "offset", "keys", "key_ids", "label",
                "n_events", "start"]
 SPLITS = ("train", "val", "test")
+#: Splits meant to hold both classes (train and validation are normal-only by design).
+MIXED_SPLITS = ("test",)
+VOCAB_FILE = "vocab.json"
+#: Every file ``sequences`` writes into ``--out`` (``meta.json`` last).
+OUTPUTS: tuple[str, ...] = (*(f"{name}.parquet" for name in (*SPLITS, "rl_train", "rl_test")),
+                            VOCAB_FILE, META)
 #: Tokens of the context that are not keys: ``<bos>`` before and ``<eos>`` after a sequence.
 CONTEXT_OVERHEAD = 2
 
@@ -89,7 +99,11 @@ DEFAULT_WINDOWS: dict[str, WindowSpec] = {
     "hdfs": WindowSpec(kind="block", size=0, step=0, min_events=1),
     "default": WindowSpec(kind="time", size=60.0, step=30.0, min_events=2),
 }
+#: Names the path-word guess recognises (only used when no ``meta.json`` names the dataset).
 KNOWN_SOURCES = ("bgl", "spirit", "thunderbird", "hdfs", "synthetic")
+#: Where the data stage's ``meta.json`` names the dataset, in order of preference.
+META_DATASET_KEYS: tuple[tuple[str, ...], ...] = (("dataset",), ("params", "dataset"),
+                                                  ("format", "name"))
 #: What to do with sequences longer than the context: leave them out, or split them into chunks.
 LONG_SEQUENCES = ("drop", "chunk")
 
@@ -125,7 +139,8 @@ class SequenceConfig:
     """Resolved parameters of one sequence build (saved in ``meta.json``).
 
     Attributes:
-        data_source: ``bgl``, ``spirit``, ``thunderbird``, ``hdfs`` or ``synthetic``.
+        data_source: The dataset (format) name: ``bgl``, ``hdfs``, … or a user format's name;
+            it picks the default windowing (:data:`DEFAULT_WINDOWS`).
         window: How lines are grouped into sequences (a ``None`` time grid: the protocol's).
         protocol: ``loggpt`` or ``chronological``.
         context: Model context in tokens; a sequence holds at most ``context - 2`` keys (None:
@@ -352,23 +367,51 @@ def _split_stats(rows: pd.DataFrame) -> dict[str, Any]:
 
 
 def build_sequence_datasets(frame: pd.DataFrame, out_dir: Path, config: SequenceConfig,
-                            source: Path | None = None) -> dict[str, Any]:
+                            source: Path | None = None, overwrite: bool = False,
+                            extra_meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build every sequence artefact from a structured frame and write it under ``out_dir``.
+
+    The files are written through :func:`logdata.staging.staged_output`: into a staging folder
+    first, moved into ``out_dir`` only when all of them were written (``meta.json``, listing the
+    sha256 of every output, last). A failure on the way leaves ``out_dir`` as it was.
 
     Args:
         frame: The data stage's structured log.
         out_dir: Output folder (created).
         config: Resolved parameters.
         source: The structured parquet, for the checksum in ``meta.json``.
+        overwrite: Replace the outputs ``out_dir`` already holds instead of refusing.
+        extra_meta: More keys for ``meta.json`` (e.g. where the data source came from).
 
     Returns:
         The ``meta.json`` payload.
 
     Raises:
-        LogDataError: On bad parameters or data that yields no usable sequence.
+        LogDataError: On bad parameters, data that yields no usable sequence, or an ``out_dir``
+            holding outputs without ``overwrite``.
     """
     config.check()
     config = config.resolved()
+    keep = [source.name] if source is not None and _same_folder(source.parent, out_dir) else []
+    with staged_output(out_dir, produces=OUTPUTS, overwrite=overwrite, keep=keep) as stage:
+        meta = _write_sequence_datasets(frame, stage, config, source)
+        meta = write_meta(stage, {**meta, **(extra_meta or {})})
+    logger.info("wrote %s: %s", out_dir, {k: v["rows"] for k, v in meta["counts"].items()})
+    return meta
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    """Whether two paths name the same folder (``b`` may not exist yet)."""
+    return a.resolve() == Path(b).resolve()
+
+
+def _write_sequence_datasets(frame: pd.DataFrame, out_dir: Path, config: SequenceConfig,
+                             source: Path | None) -> dict[str, Any]:
+    """Write the splits, vocabulary and RL rows of a resolved config into ``out_dir``.
+
+    Returns:
+        The ``meta.json`` payload, without its ``files`` table.
+    """
     seqs = build_sequences(frame, config.window)
     if seqs.empty:
         raise LogDataError(f"no sequence with >= {config.window.min_events} events; "
@@ -383,9 +426,9 @@ def build_sequence_datasets(frame: pd.DataFrame, out_dir: Path, config: Sequence
             raise LogDataError(f"every sequence is longer than {max_keys} keys; raise --context "
                                "or pass --long-sequences chunk")
     splits = PROTOCOLS[config.protocol](seqs, config)
+    warn_single_class(splits)
     vocab_splits = PROTOCOL_DEFAULTS[config.protocol].vocab_splits
     vocab = KeyVocab.build([keys for name in vocab_splits for keys in splits[name]["keys"]])
-    out_dir.mkdir(parents=True, exist_ok=True)
     stats: dict[str, Any] = {}
     chunked: dict[str, pd.DataFrame] = {}
     for name in SPLITS:
@@ -396,7 +439,7 @@ def build_sequence_datasets(frame: pd.DataFrame, out_dir: Path, config: Sequence
         atomic_write_parquet(rows, out_dir / f"{name}.parquet")
         unknown = sum(ids.count(vocab.id_of(UNK)) for ids in rows["key_ids"])
         stats[name] = {**_split_stats(rows), "unknown_keys": unknown}
-    vocab.save(out_dir / "vocab.json")
+    vocab.save(out_dir / VOCAB_FILE)
     for name, rl_name in (("train", "rl_train"), ("test", "rl_test")):
         rl = rl_rows(chunked[name], name, vocab, config.data_source, config.prefix_ratio)
         atomic_write_parquet(rl, out_dir / f"{rl_name}.parquet")
@@ -417,13 +460,31 @@ def build_sequence_datasets(frame: pd.DataFrame, out_dir: Path, config: Sequence
         "parser": parser_settings(source),
     }
     warn_parser_mismatch(config.protocol, config.data_source, meta["parser"])
-    atomic_write_text(out_dir / "meta.json", json.dumps(meta, indent=1, sort_keys=True, default=str))
-    logger.info("wrote %s: %s", out_dir, {k: v["rows"] for k, v in stats.items()})
     return meta
+
+
+def warn_single_class(splits: dict[str, pd.DataFrame]) -> None:
+    """Warn when a split meant to hold both classes (:data:`MIXED_SPLITS`) holds fewer.
+
+    Train and validation hold normal sequences only by design, so only the test split is checked:
+    with one class its precision, recall or F1 are undefined or trivial.
+    """
+    for name in MIXED_SPLITS:
+        labels = splits[name]["label"]
+        counts = {label: int((labels == label).sum()) for label in (NORMAL, ABNORMAL)}
+        n_classes = sum(1 for n in counts.values() if n)
+        if n_classes < 2:
+            logger.warning("the %s split holds %d class%s (%d normal, %d abnormal sequences): "
+                           "its precision/recall/F1 are undefined or trivial; check the labels, "
+                           "the windowing and the protocol", name, n_classes,
+                           "" if n_classes == 1 else "es", counts[NORMAL], counts[ABNORMAL])
 
 
 def infer_data_source(structured: Path, frame: pd.DataFrame) -> str:
     """Guess the data source: a known name as a word of the path, else ``hdfs`` when blocks exist.
+
+    Only a fallback for a ``structured.parquet`` without a ``meta.json`` beside it (see
+    :func:`resolve_data_source`).
 
     Raises:
         LogDataError: When nothing identifies the source (pass ``--data-source``).
@@ -439,6 +500,69 @@ def infer_data_source(structured: Path, frame: pd.DataFrame) -> str:
     if "block_ids" in frame.columns:
         return "hdfs"
     raise LogDataError(f"cannot tell the data source of {structured}; pass --data-source")
+
+
+def meta_dataset(meta: dict[str, Any]) -> tuple[str, str] | None:
+    """The dataset a data-stage ``meta.json`` names, with the key it came from, or None.
+
+    >>> meta_dataset({"params": {"dataset": "bgl"}, "format": {"name": "my_format"}})
+    ('bgl', 'params.dataset')
+    >>> meta_dataset({"kind": "other"}) is None
+    True
+    """
+    for keys in META_DATASET_KEYS:
+        value: Any = meta
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, str) and value.strip():
+            return value.strip(), ".".join(keys)
+    return None
+
+
+def resolve_data_source(flag: str | None, structured: Path,
+                        frame: pd.DataFrame) -> tuple[str, str]:
+    """The data source of ``structured`` and where it came from.
+
+    In order: ``--data-source``; the dataset named by the ``meta.json`` that ``prepare``/``parse``
+    wrote beside the parquet (:data:`META_DATASET_KEYS`); only when there is no such meta, a
+    guess from the words of the path (:func:`infer_data_source`, logged as a warning).
+
+    Returns:
+        ``(data source, origin)``; origin is ``--data-source``, ``meta.json:<key>`` or ``guessed``.
+
+    Raises:
+        LogDataError: When a ``meta.json`` exists but names no dataset, or nothing identifies it.
+    """
+    meta = read_meta(structured.parent)
+    found = meta_dataset(meta) if meta else None
+    if flag:
+        if found and found[0] != flag:
+            logger.warning("--data-source %s overrides %r from %s", flag, found[0],
+                           structured.parent / META)
+        return flag, "--data-source"
+    if found:
+        return found[0], f"{META}:{found[1]}"
+    if meta:
+        raise LogDataError(f"{structured.parent / META} names no dataset (no "
+                           f"{', '.join('.'.join(k) for k in META_DATASET_KEYS)}); pass "
+                           "--data-source")
+    guess = infer_data_source(structured, frame)
+    logger.warning("no %s beside %s: guessed the data source %r from the path; pass "
+                   "--data-source to be sure (prepare and parse write meta.json)", META,
+                   structured, guess)
+    return guess, "guessed"
+
+
+def data_source_name(text: str) -> str:
+    """``argparse`` type of ``--data-source``: any non-blank name without white space.
+
+    >>> data_source_name("my_format")
+    'my_format'
+    """
+    name = text.strip()
+    if not name or any(c.isspace() for c in name):
+        raise argparse.ArgumentTypeError(f"not a data source name: {text!r}")
+    return name
 
 
 #: Window defaults when ``--window`` names a kind other than the data source's default.
@@ -497,8 +621,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_flag(parser, "--train-ratio", type=float, default=0.8, metavar="R",
              help="training period share (chronological protocol only)")
     add_seed_flag(parser, "seed of the loggpt draw")
-    add_flag(parser, "--data-source", choices=KNOWN_SOURCES, default=None,
-             help="default: guessed from the path")
+    add_flag(parser, "--data-source", type=data_source_name, default=None, metavar="NAME",
+             help="data source name, any format (default: the dataset named by the meta.json "
+                  "beside --input; without one, guessed from the path); hdfs gets block "
+                  "windows, every other name time windows")
+    add_overwrite_flag(parser, "replace the outputs --out already holds")
     add_progress_flag(parser, "hide progress bars (sequences shows none; accepted by every step)")
     parser.set_defaults(func=run)
 
@@ -506,15 +633,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the ``sequences`` subcommand; returns the exit status."""
     require_file(args.input, "structured parquet")
+    verify_file(args.input)
     frame = read_parquet(args.input)
-    data_source = args.data_source or infer_data_source(args.input, frame)
+    data_source, origin = resolve_data_source(args.data_source, args.input, frame)
     config = SequenceConfig(
         data_source=data_source, window=_window_spec(args, data_source), protocol=args.protocol,
         context=args.context, long_sequences=args.long_sequences,
         prefix_ratio=args.prefix_ratio, seed=args.seed,
         n_train=args.n_train, val_ratio=args.val_ratio, train_ratio=args.train_ratio,
     )
-    meta = build_sequence_datasets(frame, args.out, config, source=args.input)
+    meta = build_sequence_datasets(frame, args.out, config, source=args.input,
+                                   overwrite=args.overwrite,
+                                   extra_meta={"data_source_from": origin})
     counts = ", ".join(f"{k} {v['rows']}" for k, v in meta["counts"].items())
     print(f"wrote {args.out}: {counts}; vocab {meta['vocab_size']} tokens")
     return 0

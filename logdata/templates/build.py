@@ -38,14 +38,16 @@ from logdata.cliargs import (
     add_flag,
     add_input_flag,
     add_out_flag,
+    add_overwrite_flag,
     add_progress_flag,
     add_seed_flag,
     add_window_flags,
 )
 from logdata.errors import LogDataError
-from logdata.formats import get_format
-from logdata.io import atomic_path, atomic_write_parquet, atomic_write_text, require_file, sha256_file
+from logdata.formats import DatasetFormat, format_from_meta, resolve_format
+from logdata.io import atomic_path, atomic_write_parquet, require_file, sha256_file
 from logdata.schema import ABILITY, REWARD_STYLE, validate_rl_frame
+from logdata.staging import listed_files, read_meta, staged_output, verify_file, write_meta
 from logdata.templates.prompts import SYSTEM_PROMPTS, build_messages
 from reward.labels import ABNORMAL, NORMAL
 
@@ -313,7 +315,8 @@ def build_sessions(structured: Path, out: Path, params: BuildParams, templates: 
 
 # -- the step ---------------------------------------------------------------------------------
 def build_datasets(out_dir: str | Path, params: BuildParams, extra_meta: dict | None = None,
-                   structured: str | Path | None = None) -> dict:
+                   structured: str | Path | None = None,
+                   described: dict[str, str] | None = None) -> dict:
     """Build train/val/test.parquet, the session files and meta.json in ``out_dir``.
 
     Args:
@@ -321,6 +324,8 @@ def build_datasets(out_dir: str | Path, params: BuildParams, extra_meta: dict | 
         params: build parameters.
         extra_meta: merged into meta.json (parse statistics, checksums, patch report).
         structured: structured.parquet path when it is not in ``out_dir``.
+        described: ``{name: sha256}`` of files outside ``out_dir`` that meta.json describes
+            (the parse outputs when ``out_dir`` is a staging folder).
 
     Returns:
         The meta dictionary written to ``meta.json``.
@@ -370,8 +375,24 @@ def build_datasets(out_dir: str | Path, params: BuildParams, extra_meta: dict | 
             meta[key] = {**meta[key], **value}
         else:
             meta[key] = value
-    atomic_write_text(out / META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return meta
+    warn_single_class(meta)
+    return write_meta(out, meta, described)
+
+
+def warn_single_class(meta: dict) -> None:
+    """Warn for every split (and the test sessions) that holds only one class."""
+    parts = {split: (meta["rows"][split], meta["templates"]["abnormal_per_split"][split])
+             for split in SPLITS}
+    # the training split is a draw: count its rows through its anomaly ratio
+    parts["train"] = (meta["rows"]["train"],
+                      round(meta["anomaly_ratio"]["train"] * meta["rows"]["train"]))
+    sessions = meta["sessions_test"]
+    parts["sessions_test"] = (sessions["sessions"], sessions["abnormal"])
+    for name, (total, abnormal) in parts.items():
+        if total and abnormal in (0, total):
+            only = ABNORMAL if abnormal else NORMAL
+            logger.warning("%s holds only %s rows (%d of %d): precision, recall and F1 on it "
+                           "are not meaningful", name, only, total, total)
 
 
 def add_build_args(parser: argparse.ArgumentParser) -> None:
@@ -399,43 +420,85 @@ WINDOW_KIND: dict[str, str] = {"count": "fixed"}
 DEFAULT_WINDOW_SIZE: dict[str, float] = {"fixed": 100, "time": 3600, "block": 0}
 
 
-def params_from_args(args: argparse.Namespace) -> BuildParams:
-    """Resolve build parameters from CLI arguments and the dataset's defaults."""
-    fmt = get_format(args.dataset)
-    window = WINDOW_KIND.get(args.window, args.window) or fmt.window
-    default_size = fmt.window_size if window == fmt.window else DEFAULT_WINDOW_SIZE[window]
+def params_from_args(args: argparse.Namespace, fmt: DatasetFormat) -> BuildParams:
+    """Resolve build parameters from CLI arguments and the dataset format's defaults."""
+    default_window = WINDOW_KIND.get(fmt.window, fmt.window)
+    window = WINDOW_KIND.get(args.window, args.window) or default_window
+    default_size = fmt.window_size if window == default_window else DEFAULT_WINDOW_SIZE[window]
     size = args.window_size if args.window_size is not None else default_size
     step = args.window_step
-    if step is None and window == fmt.window and fmt.window_step != fmt.window_size:
+    if step is None and window == default_window and fmt.window_step != fmt.window_size:
         step = fmt.window_step
     if window == "block":
         size, step = 0, None
     params = BuildParams(
-        dataset=args.dataset, seed=args.seed, prompt=args.prompt, train_size=args.train_size,
+        dataset=fmt.name, seed=args.seed, prompt=args.prompt, train_size=args.train_size,
         anomaly_ratio=args.anomaly_ratio, split=tuple(args.split),
         template_label=args.template_label, window=window, window_size=size, window_step=step,
     )
     params.check()
+    if window == "block" and not fmt.has_blocks:
+        raise LogDataError(f"--window block needs block ids; format {fmt.name} has none "
+                           "(its label rule is not blocks)")
     return params
 
 
+#: Files ``build`` writes (besides ``meta.json``).
+BUILD_OUTPUTS: tuple[str, ...] = (*(f"{s}.parquet" for s in SPLITS), SESSIONS, SESSION_TEMPLATES)
+#: Parts of a ``parse`` meta.json that ``build`` carries into its own.
+PARSE_META_KEYS: tuple[str, ...] = ("dataset", "format", "parse", "labels", "sources")
+
+
+def build_format(args: argparse.Namespace, parse_meta: dict) -> DatasetFormat:
+    """The format of ``--dataset``/``--format-file``, else the one ``parse`` stored in meta.json.
+
+    Raises:
+        LogDataError: when none is given and the meta holds none.
+    """
+    if args.dataset or args.format_file:
+        return resolve_format(args.dataset, args.format_file)
+    fmt = format_from_meta(parse_meta)
+    if fmt is None:
+        raise LogDataError(f"no meta.json with a format beside {args.input or args.out}; pass "
+                           "--dataset or --format-file")
+    return fmt
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the ``build`` subcommand."""
-    meta = build_datasets(args.out, params_from_args(args), structured=args.input)
+    """Run the ``build`` subcommand: outputs staged, moved into --out together with meta.json."""
+    out = Path(args.out)
+    src = Path(args.input) if args.input else out / "structured.parquet"
+    require_file(src, "structured parquet", hint="run parse first")
+    verify_file(src)
+    parse_meta = read_meta(src.parent)
+    fmt = build_format(args, parse_meta)
+    params = params_from_args(args, fmt)
+    described: dict[str, str] = {}
+    if src.parent.resolve() == out.resolve():  # the parse outputs stay and are described too
+        described = {name: sha for name, sha in listed_files(parse_meta).items()
+                     if name not in BUILD_OUTPUTS and name != META and (out / name).is_file()}
+        described.setdefault(src.name, sha256_file(src))
+    extra = {key: parse_meta[key] for key in PARSE_META_KEYS if key in parse_meta}
+    extra.setdefault("dataset", fmt.name)
+    extra.setdefault("format", fmt.to_json())
+    with staged_output(out, BUILD_OUTPUTS, args.overwrite, keep=described) as stage:
+        meta = build_datasets(stage, params, {"kind": "build", **extra}, structured=src,
+                              described=described)
     print(f"built {args.out}: rows {meta['rows']}, sessions {meta['sessions_test']['sessions']}")
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``build`` subcommand."""
-    from logdata.formats import FORMATS
+    from logdata.parse import add_format_args
 
     parser = add_command(subparsers, "build", "structured.parquet → VeRL parquet + sessions")
-    add_flag(parser, "--dataset", required=True, choices=sorted(FORMATS), help="log format")
+    add_format_args(parser, required=False)
     add_out_flag(parser, "output folder (also where structured.parquet is read from when "
                  "--input is not given)")
     add_input_flag(parser, "structured.parquet (default: <out>/structured.parquet)",
                    required=False, aliases=("--structured",))
+    add_overwrite_flag(parser, "replace the build outputs of an earlier run in --out")
     add_build_args(parser)
     add_progress_flag(parser, "hide progress bars (build shows none; accepted by every step)")
     parser.set_defaults(func=run)

@@ -2,7 +2,9 @@
 
 Writes ``structured.parquet``, ``templates.csv`` (+ ``templates.json``, the reusable template
 store), ``train.parquet``, ``val.parquet``, ``test.parquet``, ``sessions_test.parquet`` and
-``meta.json`` into ``--out``; every file is written atomically.
+``meta.json`` into ``--out``. Every file is written to a staging folder first and moved into
+``--out`` only when all succeeded (``meta.json`` last, with the sha256 of every file): a failed or
+interrupted run leaves the previous complete output, or nothing.
 """
 
 from __future__ import annotations
@@ -13,35 +15,36 @@ import time
 from pathlib import Path
 
 from logdata.cliargs import add_command, add_flag
+from logdata.formats import resolve_format
 from logdata.io import sha256_file
-from logdata.parse import add_input_args, parse_file
-from logdata.templates.build import add_build_args, build_datasets, params_from_args
+from logdata.parse import PARSE_OUTPUTS, add_input_args, parse_from_args, source_files
+from logdata.staging import staged_output
+from logdata.templates.build import BUILD_OUTPUTS, add_build_args, build_datasets, params_from_args
 from logdata.templates.patch import apply_patch, load_patch
 
 logger = logging.getLogger(__name__)
 
 
 def prepare(args: argparse.Namespace) -> dict:
-    """Run the whole data stage from parsed CLI arguments and return the meta dict."""
+    """Run the whole data stage from parsed CLI arguments and return the meta dict.
+
+    Every file is written to a staging folder and moved into ``--out`` only when all succeeded.
+    """
     started = time.perf_counter()
-    params = params_from_args(args)
+    fmt = resolve_format(args.dataset, args.format_file)
+    params = params_from_args(args, fmt)  # fail fast on bad parameters, before the long parse
     if args.patch:
         load_patch(args.patch)  # fail fast on a bad patch, before the long parse
-    result = parse_file(args.input, args.dataset, args.out, args.labels, args.templates_in,
-                        not args.reparse, not args.no_progress)
-    sources = {"input": {"path": str(args.input), "sha256": result.stats.sha256}}
-    if args.labels:
-        sources["labels"] = {"path": str(args.labels), "sha256": result.labels_sha256}
-    extra: dict = {"parse": {**result.stats.to_json(), "templates": result.n_templates}}
-    if args.patch:
-        report = apply_patch(result.structured, args.patch)
-        extra["patch"] = report.to_json()
-        sources["patch"] = {"path": str(args.patch), "sha256": sha256_file(args.patch)}
-    if args.templates_in:
-        sources["templates_in"] = {"path": str(args.templates_in),
-                                   "sha256": sha256_file(args.templates_in)}
-    extra["sources"] = sources
-    meta = build_datasets(args.out, params, extra)
+    with staged_output(args.out, (*PARSE_OUTPUTS, *BUILD_OUTPUTS), args.overwrite) as stage:
+        result = parse_from_args(args, stage, fmt=fmt)
+        extra: dict = {"kind": "prepare", **result.meta()}
+        sources = source_files(args, result)
+        if args.patch:
+            report = apply_patch(result.structured, args.patch)
+            extra["patch"] = report.to_json()
+            sources["patch"] = {"path": str(args.patch), "sha256": sha256_file(args.patch)}
+        extra["sources"] = sources
+        meta = build_datasets(stage, params, extra)
     logger.info("prepare finished in %.1f s", time.perf_counter() - started)
     return meta
 
@@ -59,6 +62,12 @@ def summary(meta: dict, out: Path) -> str:
         f"  sessions_test: {meta['sessions_test']['sessions']} "
         f"({meta['sessions_test']['abnormal']} abnormal)",
     ]
+    if "labels" in meta:
+        report = meta["labels"]
+        lines.append(f"  labels: {report['blocks_in_labels']:,} blocks "
+                     f"({report['abnormal_blocks_in_labels']:,} abnormal); log mentions "
+                     f"{report['blocks_in_log']:,}; matched {report['blocks_matched']:,} "
+                     f"({report['abnormal_blocks_matched']:,} abnormal)")
     if "patch" in meta:
         lines.append(f"  patch: lines changed {meta['patch']['lines_changed']}")
     return "\n".join(lines)

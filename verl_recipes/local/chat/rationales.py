@@ -43,6 +43,7 @@ from tqdm import tqdm
 from logdata.cliargs import add_command, add_flag, add_input_flag, add_out_flag, add_progress_flag
 from logdata.errors import LogDataError
 from logdata.io import atomic_write_parquet, require_file
+from logdata.staging import amend_meta, verify_file
 from reward.labels import ABNORMAL, LABELS
 from reward.parsing import extract_think, parse_answer
 from reward.plain import plain
@@ -425,6 +426,7 @@ def make_teacher(args: argparse.Namespace) -> Teacher:
 
 def run(args: argparse.Namespace) -> int:
     """CLI body: distil, write the SFT parquet, optionally merge into an RL parquet."""
+    verify_file(args.input)
     rows = read_rows(Path(args.input))
     out = Path(args.out)
     sidecar = Path(args.sidecar) if args.sidecar else out.with_name(out.name + ".parts.jsonl")
@@ -435,12 +437,15 @@ def run(args: argparse.Namespace) -> int:
     if frame.empty:
         raise LogDataError(f"no rationale kept ({stats.line()}); check the teacher")
     atomic_write_parquet(frame, out)
+    amend_meta(out, f"rationales --teacher {args.teacher} from {Path(args.input).name}")
     print(f"wrote {len(frame):,} rationales to {out}")
     print(f"  {stats.line()}")
     if args.merge_into:
         target = Path(args.merge_into)
         merged, hits = merge_rationales(pd.DataFrame(read_rows(target)), frame)
+        verify_file(target)
         atomic_write_parquet(merged, Path(args.merged_out or target))
+        amend_meta(Path(args.merged_out or target), f"rationales --merge-into ({hits} rows)")
         print(f"  merged {hits:,} rationales into {args.merged_out or target}")
     return 1 if stats.failed else 0
 

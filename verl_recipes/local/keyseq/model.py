@@ -18,22 +18,35 @@ gpt_neo_1.3b    LogNEO's GPT-Neo 1.3B shape (24 layers, width 2048, 16 heads), f
 ==============  ===========================================================================
 
 All are built offline from a config (random initialisation); nothing is downloaded.
+
+**The vocabulary travels with the model.** A model built from a ``vocab.json`` file records it in
+its config, as the extra field :data:`VOCAB_FIELD` of ``config.json``: ``{"path": <the path
+used>, "sha256": <sha256 of the file>}`` (:func:`vocab_record`). Because it lives in the config,
+every re-save keeps it with no extra file to copy: :func:`save_model`, ``verl_recipes.local.export``
+(tested), and verl's FSDP checkpoint manager, which writes the config it loaded to
+``huggingface/config.json``. ``validation/keyseq_detect.py`` compares it with the
+``vocab.json`` beside the test sequences (:func:`model_vocab`) and refuses data built with another
+vocabulary: key ids of different datasets collide (``E5`` of HDFS is not ``E5`` of BGL).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from logdata.errors import LogDataError
+from logdata.io import sha256_file
 from logdata.keyseq.vocab import BOS, EOS, PAD, UNK, KeyVocab
 
 logger = logging.getLogger(__name__)
 
 #: LogGPT's context (``max_lens``): GPT-2 positions and the longest sequence it keeps.
 LOGGPT_CONTEXT = 512
+#: Extra field of the model's ``config.json``: the ``vocab.json`` the model was built with.
+VOCAB_FIELD = "keyseq_vocab"
 
 #: Renders ``[{"role": "user", "content": "E1 E2"}]`` as ``<bos>E1 E2``: no role markers, the same
 #: text the model saw in pretraining.
@@ -104,8 +117,33 @@ def model_config(arch: str, vocab: KeyVocab, context: int | None = None) -> Any:
     return factory(len(vocab), context or default_context, ids)
 
 
+def vocab_record(vocab_file: Path) -> dict[str, str]:
+    """What a model stores about its vocabulary file: the path used and the file's sha256."""
+    return {"path": str(vocab_file), "sha256": sha256_file(vocab_file)}
+
+
+def model_vocab(model_dir: Path) -> dict[str, str] | None:
+    """The vocabulary record in ``model_dir/config.json`` (:data:`VOCAB_FIELD`), or None.
+
+    None for models saved before the record existed (or built without a vocabulary file).
+
+    Raises:
+        LogDataError: When ``config.json`` is missing or unreadable.
+    """
+    path = Path(model_dir) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LogDataError(f"no model in {model_dir} (cannot read config.json: {exc})") from None
+    record = config.get(VOCAB_FIELD) if isinstance(config, dict) else None
+    if isinstance(record, dict) and isinstance(record.get("sha256"), str):
+        return {"path": str(record.get("path", "")), "sha256": record["sha256"]}
+    return None
+
+
 def build_keyseq_model(vocab: KeyVocab, arch: str, out_dir: Path | None = None,
-                       context: int | None = None, seed: int = 0) -> tuple[Any, Any]:
+                       context: int | None = None, seed: int = 0,
+                       vocab_file: Path | None = None) -> tuple[Any, Any]:
     """Randomly initialise a next-key model and its key tokenizer (saved when ``out_dir``).
 
     Args:
@@ -114,14 +152,23 @@ def build_keyseq_model(vocab: KeyVocab, arch: str, out_dir: Path | None = None,
         out_dir: When given, the model (safetensors) and tokenizer are saved there.
         context: Context length (positions); the architecture's default when None.
         seed: Seed of the initialisation.
+        vocab_file: The ``vocab.json`` that ``vocab`` was loaded from; its path and sha256 are
+            stored in the model's config (:data:`VOCAB_FIELD`) so detection can check the data.
 
     Returns:
         ``(model, tokenizer)``.
+
+    Raises:
+        LogDataError: When ``vocab_file`` does not hold ``vocab``.
     """
     import torch
     from transformers import AutoModelForCausalLM
 
     config = model_config(arch, vocab, context)
+    if vocab_file is not None:
+        if KeyVocab.load(vocab_file).tokens != vocab.tokens:
+            raise LogDataError(f"{vocab_file} is not the vocabulary the model is built with")
+        setattr(config, VOCAB_FIELD, vocab_record(Path(vocab_file)))
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     tokenizer = build_tokenizer(vocab, model_max_length=_context_of(config))

@@ -6,7 +6,10 @@ Reads the output of ``python -m logdata sequences`` (``train.parquet``, ``val.pa
 ``<bos> keys… [<eos>]`` (``<eos>`` only after a sequence's last chunk), padding masked out of the
 loss. The validation loss is computed after every epoch (and every ``--eval-every`` steps); the
 checkpoint with the best validation loss is kept in ``--out`` (safetensors + tokenizer), with
-``pretrain_summary.json``.
+``pretrain_summary.json``. The inputs are checked against the data's ``meta.json``
+(:func:`logdata.staging.verify_file`), and the model's ``config.json`` records the path and sha256
+of the ``vocab.json`` it was built with (``keyseq_vocab``, see
+:mod:`verl_recipes.local.keyseq.model`), which ``validation/keyseq_detect.py`` checks.
 
 Usage::
 
@@ -43,6 +46,7 @@ from logdata.cliargs import (
 from logdata.errors import LogDataError, run_cli
 from logdata.io import atomic_write_text, read_parquet, require_dir
 from logdata.keyseq.vocab import KeyVocab
+from logdata.staging import verify_file
 from reward.perplexity import resolve_device
 from verl_recipes.local.keyseq.model import (
     ARCHITECTURES,
@@ -174,7 +178,16 @@ def _read_split(data_dir: Path, name: str) -> pd.DataFrame:
     path = data_dir / f"{name}.parquet"
     if not path.is_file():
         raise LogDataError(f"{path} not found; run `python -m logdata sequences` first")
+    verify_file(path)
     return read_parquet(path)
+
+
+def load_vocab(data_dir: Path) -> tuple[KeyVocab, Path]:
+    """The data's ``vocab.json`` (checked against its ``meta.json``) and its path."""
+    path = data_dir / "vocab.json"
+    if path.is_file():
+        verify_file(path)
+    return KeyVocab.load(path), path
 
 
 def pretrain(data_dir: Path, out_dir: Path, config: PretrainConfig,
@@ -196,12 +209,13 @@ def pretrain(data_dir: Path, out_dir: Path, config: PretrainConfig,
     import torch
     from tqdm.auto import tqdm
 
-    vocab = KeyVocab.load(data_dir / "vocab.json")
+    vocab, vocab_file = load_vocab(data_dir)
     context = config.context or data_context(data_dir)
     device = resolve_device(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
-    model, tokenizer = build_keyseq_model(vocab, config.arch, context=context, seed=config.seed)
+    model, tokenizer = build_keyseq_model(vocab, config.arch, context=context, seed=config.seed,
+                                          vocab_file=vocab_file)
     model.to(device).train()
     train = encode_rows(_read_split(data_dir, "train"), tokenizer)
     val = encode_rows(_read_split(data_dir, "val"), tokenizer)
@@ -269,8 +283,9 @@ def init_model(data_dir: Path, out_dir: Path, arch: str, context: int | None = N
 
     This is the starting point of verl's SFT trainer (``verl_recipes/keyseq_sft``).
     """
-    vocab = KeyVocab.load(data_dir / "vocab.json")
-    build_keyseq_model(vocab, arch, out_dir, context=context or data_context(data_dir), seed=seed)
+    vocab, vocab_file = load_vocab(data_dir)
+    build_keyseq_model(vocab, arch, out_dir, context=context or data_context(data_dir), seed=seed,
+                       vocab_file=vocab_file)
     return out_dir
 
 
