@@ -178,16 +178,23 @@ def test_vocab_from_training_only_and_unknowns(tmp_path):
 def test_rl_rows_prefix_and_continuation():
     vocab = KeyVocab.build([list("ABCDE")])
     rows = chunk_sequences(pd.DataFrame({
-        "sequence_id": ["x", "y"], "keys": [list("ABCDEZ"), ["A"]], "label": ["normal"] * 2,
-        "n_events": [6, 1], "start": [0.0, 1.0]}), 100)
+        "sequence_id": ["x", "y", "z"], "keys": [list("ABCDEZ"), ["A"], list("ABCDE")],
+        "label": ["normal"] * 3, "n_events": [6, 1, 5], "start": [0.0, 1.0, 2.0]}), 100)
     rl = rl_rows(rows, "test", vocab, "bgl", 0.2)
-    assert len(rl) == 1  # the one-key row has no continuation
+    assert len(rl) == 2  # the one-key row has no continuation
     row = rl.iloc[0]
-    assert row["prompt"] == [{"role": "user", "content": "A"}]
-    assert row["reward_model"] == {"style": "rule", "ground_truth": "B C D E <unk>"}
+    assert row["prompt"] == [{"role": "user", "content": "A B"}]  # ceil(0.2 * 6) = 2 keys
+    assert row["reward_model"] == {"style": "rule", "ground_truth": "C D E <unk>"}
     assert row["ability"] == "log_next_key" and row["data_source"] == "bgl"
     assert row["extra_info"]["sequence_id"] == "x" and row["extra_info"]["split"] == "test"
-    assert [prefix_length(n, 0.2) for n in (2, 5, 10, 11)] == [1, 1, 2, 2]
+    assert list(row["extra_info"]["gold"]) == ["C", "D", "E", "<unk>"]
+    assert (row["extra_info"]["prefix_len"], row["extra_info"]["n_keys"]) == (2, 6)
+    assert rl.iloc[1]["prompt"][0]["content"] == "A"  # ceil(0.2 * 5) = 1
+    # ceil(0.2 L): 1, 1, 2, 3 keys; never the whole sequence
+    assert [prefix_length(n, 0.2) for n in (2, 5, 10, 11)] == [1, 1, 2, 3]
+    # HDFS blocks keep two keys of prompt (their first two keys are fixed)
+    hdfs = rl_rows(rows, "test", vocab, "hdfs", 0.2).iloc[1]
+    assert hdfs["prompt"][0]["content"] == "A B" and hdfs["extra_info"]["prefix_len"] == 2
 
 
 def test_build_writes_all_artefacts_and_vocab_ignores_test_keys(tmp_path):

@@ -1,4 +1,4 @@
-"""The docstring examples of the data-stage modules run and hold."""
+"""The docstring examples of the data-stage (and next-key reward) modules run and hold."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 
 MODULES = ("logdata.drain", "logdata.windows", "logdata.templates.patch", "logdata.templates.build",
            "logdata.templates.prompts", "logdata.errors", "verl_recipes.local.keyseq.model", "logdata.io",
-           "logdata.cliargs")
+           "logdata.cliargs", "logdata.formats", "logdata.readers", "logdata.keyseq.sequences",
+           "reward.keyseq")
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -327,7 +327,7 @@ def parse_spec(spec: dict[str, Any], where: str = "<spec>", default_name: str = 
 
     >>> parse_spec({"log_format": "<Time> <Content>", "similarity": 2}).name
     Traceback (most recent call last):
-    logdata.errors.LogDataError: format file <spec>: key 'similarity' must be a number [0, 1], got 2
+    logdata.errors.LogDataError: format file <spec>: key 'similarity' must be a number [0.0, 1.0], got 2
     """
     unknown = sorted(set(spec) - _KEYS)
     if unknown:

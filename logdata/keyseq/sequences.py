@@ -8,7 +8,8 @@ structured log into:
   → ``<unk>``);
 * ``vocab.json``: the key vocabulary built from ``train`` only (:mod:`logdata.keyseq.vocab`);
 * ``rl_train.parquet``, ``rl_test.parquet``: VeRL rows whose prompt is the first
-  ``prefix_ratio`` of a chunk's keys and whose ground truth is the true continuation;
+  ``ceil(prefix_ratio · L)`` of a chunk's keys (at least 2 for HDFS blocks) and whose ground
+  truth is the true continuation (also in ``extra_info.gold``, with ``prefix_len`` and ``n_keys``);
 * ``meta.json``: resolved parameters and their hash, counts, anomaly ratio per split, source
   checksum, where the data source came from (``data_source_from``) and the sha256 of every file
   above (``files``, :func:`logdata.staging.write_meta`).
@@ -325,13 +326,22 @@ def chunk_sequences(seqs: pd.DataFrame, max_keys: int) -> pd.DataFrame:
                        "n_events": "int64"})
 
 
-def prefix_length(n_keys: int, ratio: float) -> int:
-    """Keys in the RL prompt: ``floor(ratio * n)`` kept within ``[1, n - 1]``.
+def prefix_length(n_keys: int, ratio: float, minimum: int = 1) -> int:
+    """Keys in the RL prompt: ``ceil(ratio * n)``, at least ``minimum``, at most ``n - 1``.
 
-    >>> prefix_length(10, 0.2), prefix_length(3, 0.2), prefix_length(2, 0.9)
-    (2, 1, 1)
+    LogGPT and LogNEO give the first ``ρ = 0.2`` of a sequence as the prompt; HDFS blocks start
+    with two fixed keys, so their prompts hold at least two (:data:`MIN_PREFIX`).
+
+    >>> prefix_length(10, 0.2), prefix_length(11, 0.2), prefix_length(3, 0.2), prefix_length(3, 0.2, 2)
+    (2, 3, 1, 2)
+    >>> prefix_length(2, 0.9), prefix_length(2, 0.2, minimum=2)
+    (1, 1)
     """
-    return min(n_keys - 1, max(1, math.floor(ratio * n_keys + 1e-9)))
+    return max(1, min(n_keys - 1, max(minimum, math.ceil(ratio * n_keys - 1e-9))))
+
+
+#: Least prompt length per data source (2 for HDFS blocks, 1 otherwise).
+MIN_PREFIX: dict[str, int] = {"hdfs": 2}
 
 
 def rl_rows(rows: pd.DataFrame, split: str, vocab: KeyVocab, data_source: str,
@@ -339,19 +349,22 @@ def rl_rows(rows: pd.DataFrame, split: str, vocab: KeyVocab, data_source: str,
     """VeRL rows for the RL stage: the prompt is a key prefix, the ground truth its continuation.
 
     Keys are written as vocabulary tokens (unseen → ``<unk>``), space-separated, as one user
-    message. Chunks with fewer than two keys have no continuation and are skipped.
+    message; ``extra_info`` carries the gold continuation as a list (``gold``), ``prefix_len`` and
+    ``n_keys``. Chunks with fewer than two keys have no continuation and are skipped.
     """
+    minimum = MIN_PREFIX.get(data_source, 1)
     records = []
     for index, row in enumerate(rows[rows["n_events"] >= 2].to_dict("records")):
         tokens = vocab.to_tokens(row["keys"])
-        cut = prefix_length(len(tokens), prefix_ratio)
+        cut = prefix_length(len(tokens), prefix_ratio, minimum)
         records.append({
             "data_source": data_source,
             "prompt": [{"role": "user", "content": " ".join(tokens[:cut])}],
             "ability": ABILITY,
             "reward_model": {"style": REWARD_STYLE, "ground_truth": " ".join(tokens[cut:])},
             "extra_info": {"split": split, "index": index, "sequence_id": str(row["sequence_id"]),
-                           "label": row["label"], "chunk": int(row["chunk"])},
+                           "label": row["label"], "chunk": int(row["chunk"]),
+                           "prefix_len": cut, "n_keys": len(tokens), "gold": tokens[cut:]},
         })
     return pd.DataFrame.from_records(records, columns=list(REQUIRED_COLUMNS))
 
