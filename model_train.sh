@@ -5,7 +5,8 @@
 #   bash model_train.sh [RECIPE] [--dry-run] [--cpu [--cpu-ranks N]] [hydra overrides...]
 #
 #   RECIPE        rationanomaly_grpo (default), ppo_gae, sft_lora, any folder in verl_recipes/,
-#                 or `local` (GRPO) / `local_sft` (CoT-SFT) for the local backend
+#                 or `local` (GRPO) / `local_sft` (CoT-SFT) for the local backend, or
+#                 `local_logneo` (next-key RL: input=DIR model=DIR out=DIR algorithm=ppo ...)
 #   --dry-run     print the composed, validated configuration and exit (no Ray, no GPU)
 #   --cpu         run the verl recipe on this machine's CPU with verl's real trainer (debugging,
 #                 CI): exports the CPU platform's environment and applies its config overlay
@@ -82,6 +83,22 @@ case "$RECIPE" in
     "$PY" -m verl_recipes.local "$MODE" ${OVERRIDES[@]+"${OVERRIDES[@]}"} 2>&1 | tee "$LOG"
     exit "${PIPESTATUS[0]}"
     ;;
+  local_logneo)
+    # next-key RL in plain PyTorch (python -m verl_recipes.local.keyseq.rl): key=value becomes
+    # --key value, and key= a bare --key flag
+    [[ $CPU -eq 0 ]] || die "--cpu is for verl recipes; the local backend runs on CPU already"
+    ARGS=()
+    for ov in ${OVERRIDES[@]+"${OVERRIDES[@]}"}; do
+      [[ "$ov" == *=* && "$ov" != "~"* ]] || die "local_logneo takes key=value settings, got '$ov'"
+      if [[ -z "${ov#*=}" ]]; then ARGS+=("--${ov%%=*}"); else ARGS+=("--${ov%%=*}" "${ov#*=}"); fi
+    done
+    if [[ $DRY_RUN -eq 1 ]]; then
+      echo "$PY" -m verl_recipes.local.keyseq.rl ${ARGS[@]+"${ARGS[@]}"}; exit 0
+    fi
+    echo "[model_train] local next-key RL; log: $LOG" >&2
+    "$PY" -m verl_recipes.local.keyseq.rl ${ARGS[@]+"${ARGS[@]}"} 2>&1 | tee "$LOG"
+    exit "${PIPESTATUS[0]}"
+    ;;
 esac
 
 # compose RECIPE --kind prints: kind runner module n_gpus_per_node nnodes
@@ -90,7 +107,7 @@ kind_line() { "$PY" -m verl_recipes.compose "$RECIPE" --kind ${OVERRIDES[@]+"${O
 # --cpu: the CPU platform's environment, and its overlay BEFORE the user's overrides (Hydra applies
 # overrides in order and the last one for a key wins, so what the user typed beats the overlay).
 if [[ $CPU -eq 1 ]]; then
-  CPU_ENV_TEXT="$("$PY" -m verl_recipes.cpu env)"
+  CPU_ENV_TEXT="$("$PY" -m verl_recipes.cpu env --recipe "$RECIPE")"
   while IFS= read -r line; do
     if [[ -n "$line" ]]; then export "$line"; fi
   done <<< "$CPU_ENV_TEXT"
@@ -98,7 +115,8 @@ if [[ $CPU -eq 1 ]]; then
   read -r KIND RUNNER MODULE _ <<< "$KIND_LINE"
   ATTACH=()  # attaching to a running Ray cluster: its raylets declare the resources
   if [[ -n "${RAY_ADDRESS:-}" ]]; then ATTACH=(--attach); fi
-  OVERLAY_TEXT="$("$PY" -m verl_recipes.cpu overrides "$KIND" --ranks "$CPU_RANKS" ${ATTACH[@]+"${ATTACH[@]}"})"
+  OVERLAY_TEXT="$("$PY" -m verl_recipes.cpu overrides "$KIND" --ranks "$CPU_RANKS" --recipe "$RECIPE" \
+    ${ATTACH[@]+"${ATTACH[@]}"})"
   mapfile -t OVERLAY <<< "$OVERLAY_TEXT"
   OVERRIDES=(${OVERLAY[@]+"${OVERLAY[@]}"} ${OVERRIDES[@]+"${OVERRIDES[@]}"})
 fi

@@ -43,7 +43,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 
-
 def is_key(token: str) -> bool:
     """Whether a generated token can be a key: not empty, not a special token (``<unk>``, ``<eos>``).
 
@@ -111,7 +110,7 @@ def reward_spec(preset: str = "logneo", **overrides: float) -> KeyseqReward:
 def split_keys(text: str | Sequence[str]) -> list[str]:
     """A generation or gold continuation as a list of tokens (white-space separated text).
 
-    >>> split_keys("E1  E2\\nE3"), split_keys(["E1"])
+    >>> split_keys(" E1  E2   E3 "), split_keys(["E1"])
     (['E1', 'E2', 'E3'], ['E1'])
     """
     return text.split() if isinstance(text, str) else [str(t) for t in text]

@@ -94,3 +94,19 @@ def tiny_scorer_model(tmp_path_factory: pytest.TempPathFactory, tiny_model_build
         out, arch="gpt2", vocab_size=384, hidden_size=32, num_layers=2, num_heads=2, seed=1,
         max_positions=1024,
     )
+
+
+@pytest.fixture(scope="session")
+def keyseq_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny key-sequence folder (five keys in a cycle, all normal) from ``logdata sequences``."""
+    import pandas as pd
+
+    from logdata.keyseq.sequences import SequenceConfig, build_sequence_datasets
+
+    out = tmp_path_factory.mktemp("keyseq_data")
+    n = 200
+    frame = pd.DataFrame({"line_no": range(n), "timestamp": [i * 10.0 for i in range(n)],
+                          "event_id": [f"E{i % 5}" for i in range(n)], "label": ["normal"] * n})
+    build_sequence_datasets(frame, out, SequenceConfig(data_source="bgl", context=5, n_train=20,
+                                                       long_sequences="chunk"))
+    return out

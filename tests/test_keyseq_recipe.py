@@ -6,22 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from logdata.keyseq.sequences import SequenceConfig, build_sequence_datasets
 from logdata.keyseq.vocab import KeyVocab
 from verl_recipes import compose
 from verl_recipes.keyseq_sft.dataset import KeySeqSFTDataset
 from verl_recipes.local.keyseq.model import build_keyseq_model
-
-
-@pytest.fixture(scope="module")
-def keyseq_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("keyseq_data")
-    n = 200
-    frame = pd.DataFrame({"line_no": range(n), "timestamp": [i * 10.0 for i in range(n)],
-                          "event_id": [f"E{i % 5}" for i in range(n)], "label": ["normal"] * n})
-    build_sequence_datasets(frame, out, SequenceConfig(data_source="bgl", context=5, n_train=20,
-                                                              long_sequences="chunk"))
-    return out
 
 
 @pytest.fixture(scope="module")

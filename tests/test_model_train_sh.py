@@ -178,7 +178,7 @@ def test_every_array_expansion_is_guarded_for_old_bash():
     guarded = re.compile(r'\$\{(\w+)\[@\]\+"\$\{\1\[@\]\}"\}')
     unguarded = re.findall(r'\$\{#?\w+\[[@*]\][^}]*\}', guarded.sub("", text))
     assert unguarded == []
-    assert set(guarded.findall(text)) == {"OVERRIDES", "OVERLAY", "CMD", "FIXES", "ATTACH"}
+    assert set(guarded.findall(text)) == {"OVERRIDES", "OVERLAY", "CMD", "FIXES", "ATTACH", "ARGS"}
 
 
 # --- item 4: no local GPU needed when attaching to a Ray cluster ----------------------------------

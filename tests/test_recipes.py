@@ -17,6 +17,9 @@ from verl_recipes import compose
 
 REPO = Path(__file__).resolve().parents[1]
 PPO_RECIPES = ("rationanomaly_grpo", "ppo_gae")
+# next-key PPO recipes (key-sequence data, key tokenizer): composed and validated with a keyseq model
+# in tests/test_logneo_verl.py
+KEYSEQ_PPO_RECIPES = ("logneo_ppo",)
 
 # RationAnomaly's released GRPO launcher: github.com/Gravityless/RationAnomaly, model_train.sh
 # (commit 727e0ac), its `python -m verl.trainer.main_ppo` command line. Each value is the one that
@@ -90,7 +93,7 @@ def grpo_cfg(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_recipes_are_listed():
-    assert set(PPO_RECIPES) | {"sft_lora"} <= set(compose.list_recipes())
+    assert set(PPO_RECIPES) | set(KEYSEQ_PPO_RECIPES) | {"sft_lora"} <= set(compose.list_recipes())
 
 
 @pytest.mark.parametrize("name", PPO_RECIPES)
@@ -213,7 +216,7 @@ def test_validation_can_fail():
         compose.validate_recipe(cfg)
 
 
-@pytest.mark.parametrize("name", [*PPO_RECIPES, "sft_lora"])
+@pytest.mark.parametrize("name", [*PPO_RECIPES, *KEYSEQ_PPO_RECIPES, "sft_lora"])
 def test_no_recipe_sets_the_stale_top_level_reward_keys(name):
     raw = OmegaConf.load(compose.recipe_yaml(name))
     assert "custom_reward_function" not in raw

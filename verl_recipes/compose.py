@@ -384,6 +384,7 @@ def _validate_ppo(cfg: Any) -> None:
     omega_conf_to_dataclass(cfg.algorithm.kl_ctrl)
     _check_reward(cfg)
     _check_adv_estimator(cfg)
+    _check_trainer_mode(cfg)
     _check_class_weights(cfg)
 
 
@@ -424,6 +425,17 @@ def _check_adv_estimator(cfg: Any) -> None:
             sys.path.insert(0, str(REPO_ROOT))
         importlib.import_module(module.strip())
     get_adv_estimator_fn(cfg.algorithm.adv_estimator)
+
+
+def _check_trainer_mode(cfg: Any) -> None:
+    """``trainer.v1.trainer_mode`` names a registered trainer (after the external modules load)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.select(cfg, "trainer.use_v1", default=False):
+        return
+    from verl.trainer.ppo.v1 import get_trainer_cls
+
+    get_trainer_cls(str(cfg.trainer.v1.trainer_mode))
 
 
 def _validate_sft(cfg: Any) -> None:

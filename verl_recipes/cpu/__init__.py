@@ -92,12 +92,47 @@ SFT_OVERLAY: dict[str, str] = {
 OVERLAYS: dict[str, dict[str, str]] = {"ppo": PPO_OVERLAY, "sft": SFT_OVERLAY}
 
 
-def cpu_env() -> dict[str, str]:
-    """Environment of a CPU run (every value a string), from the platform module."""
-    return dict(CPU_ENV)
+EXTERNAL_MODULES = "VERL_USE_EXTERNAL_MODULES"
 
 
-def cpu_overrides(kind: str, ranks: int = 1, attach: bool = False) -> list[str]:
+def recipe_modules(recipe: str | None) -> list[str]:
+    """The modules a recipe asks verl to import (its ``VERL_USE_EXTERNAL_MODULES``), or none.
+
+    >>> recipe_modules("ppo_gae"), recipe_modules(None)
+    (['verl_recipes.value_heads'], [])
+    """
+    if not recipe:
+        return []
+    from omegaconf import OmegaConf
+
+    from verl_recipes.compose import RecipeError, recipe_yaml
+
+    try:
+        raw = OmegaConf.load(recipe_yaml(recipe))
+    except (RecipeError, OSError):
+        return []
+    value = OmegaConf.select(raw, f"ray_kwargs.ray_init.runtime_env.env_vars.{EXTERNAL_MODULES}",
+                             default="")
+    return [m.strip() for m in str(value or "").split(",") if m.strip()]
+
+
+def cpu_env(recipe: str | None = None) -> dict[str, str]:
+    """Environment of a CPU run (every value a string), from the platform module.
+
+    The CPU platform module comes first in ``VERL_USE_EXTERNAL_MODULES``, followed by the
+    recipe's own modules (so a recipe's plugins survive the overlay).
+
+    >>> cpu_env("ppo_gae")["VERL_USE_EXTERNAL_MODULES"]
+    'verl_recipes.cpu.platform,verl_recipes.value_heads'
+    """
+    env = dict(CPU_ENV)
+    modules = [env[EXTERNAL_MODULES], *recipe_modules(recipe)]
+    env[EXTERNAL_MODULES] = ",".join(dict.fromkeys(modules))
+    return env
+
+
+def cpu_overrides(kind: str, ranks: int = 1, attach: bool = False,
+                  recipe: str | None = None) -> list[str]:
     """Hydra overrides that make a recipe of trainer ``kind`` run on ``ranks`` CPU processes.
 
     Args:
@@ -105,6 +140,7 @@ def cpu_overrides(kind: str, ranks: int = 1, attach: bool = False) -> list[str]:
         ranks: Training processes (FSDP ranks) per node; each is one logical Ray "GPU".
         attach: The run attaches to a running Ray cluster (``RAY_ADDRESS``): leave Ray's resources
             to the cluster's raylets (start each with ``ray start --num-gpus=RANKS``).
+        recipe: The recipe's name, whose ``VERL_USE_EXTERNAL_MODULES`` joins the platform's.
 
     Returns:
         ``++key=value`` overrides, the rank count and the environment of Ray's workers included.
@@ -127,7 +163,7 @@ def cpu_overrides(kind: str, ranks: int = 1, attach: bool = False) -> list[str]:
         # the platform's Ray resource is GPU: register one logical GPU per rank for placement groups
         out.append(f"++ray_kwargs.ray_init.num_gpus={ranks}")
     if kind == "ppo":
-        for key, value in cpu_env().items():
+        for key, value in cpu_env(recipe).items():
             # quoted: values such as "a,b" would otherwise parse as lists
             out.append(f"++ray_kwargs.ray_init.runtime_env.env_vars.{key}='{value}'")
     return out
@@ -142,7 +178,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     over.add_argument(
         "--attach", action="store_true", help="the run attaches to a running Ray cluster (RAY_ADDRESS)"
     )
-    sub.add_parser("env", help="print the environment of a CPU run as KEY=VALUE lines")
+    over.add_argument("--recipe", default=None, help="recipe whose verl plugin modules are kept")
+    env = sub.add_parser("env", help="print the environment of a CPU run as KEY=VALUE lines")
+    env.add_argument("--recipe", default=None, help="recipe whose verl plugin modules are kept")
     return parser.parse_args(argv)
 
 
@@ -150,10 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point (see the module docstring)."""
     args = _parse_args(argv)
     if args.command == "env":
-        lines = [f"{key}={value}" for key, value in cpu_env().items()]
+        lines = [f"{key}={value}" for key, value in cpu_env(args.recipe).items()]
     else:
         try:
-            lines = cpu_overrides(args.kind, args.ranks, attach=args.attach)
+            lines = cpu_overrides(args.kind, args.ranks, attach=args.attach, recipe=args.recipe)
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
