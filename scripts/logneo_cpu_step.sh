@@ -45,28 +45,9 @@ stage parse     "$PY" -m logdata parse --dataset hdfs --input "$OUT/raw/hdfs.log
                   --labels "$OUT/raw/anomaly_label.csv" --out "$OUT/parsed" --no-progress
 stage sequences "$PY" -m logdata sequences --input "$OUT/parsed/structured.parquet" --out "$DATA" \
                   --data-source synthetic --window block --n-train 64 --context 48
-# a randomly initialised Llama-shaped model over the key vocabulary (the key tokenizer of
-# verl_recipes.local.keyseq.model)
-stage model     "$PY" - "$DATA/vocab.json" "$OUT/model" "$SEED" <<'PYEOF'
-import sys
-from pathlib import Path
-
-import torch
-from transformers import AutoModelForCausalLM, LlamaConfig
-
-from logdata.keyseq.vocab import BOS, EOS, PAD, KeyVocab
-from verl_recipes.local.keyseq.model import VOCAB_FIELD, build_tokenizer, save_model, vocab_record
-
-vocab_file, out, seed = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-vocab = KeyVocab.load(vocab_file)
-config = LlamaConfig(vocab_size=len(vocab), hidden_size=128, intermediate_size=256,
-                     num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                     max_position_embeddings=256, bos_token_id=vocab.id_of(BOS),
-                     eos_token_id=vocab.id_of(EOS), pad_token_id=vocab.id_of(PAD))
-setattr(config, VOCAB_FIELD, vocab_record(vocab_file))
-torch.manual_seed(seed)
-save_model(AutoModelForCausalLM.from_config(config), build_tokenizer(vocab, 256), out)
-PYEOF
+# a randomly initialised Llama-shaped key model (the verl shape; verl_recipes/local/keyseq/model.py)
+stage model     "$PY" -m verl_recipes.local.keyseq.pretrain --input "$DATA" --out "$OUT/model" \
+                  --arch llama_tiny --context 256 --init-only --seed "$SEED"
 stage ppo       env VERL_FILE_LOGGER_PATH="$OUT/metrics.jsonl" \
                   bash "$ROOT/model_train.sh" logneo_ppo --cpu --cpu-ranks 1 \
                   actor_rollout_ref.model.path="$OUT/model" logrl.data_dir="$DATA" \

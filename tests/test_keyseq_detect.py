@@ -46,7 +46,12 @@ def test_architecture_table(vocab):
     neo = model_config("gpt_neo_1.3b", vocab)  # config only, never instantiated
     assert (neo.num_layers, neo.hidden_size, neo.max_position_embeddings) == (24, 2048, 2048)
     assert neo.vocab_size == len(vocab) and neo.bos_token_id == vocab.id_of("<bos>")
-    assert set(ARCHITECTURES) == {"loggpt", "gpt_neo_tiny", "gpt_neo_1.3b"}
+    assert set(ARCHITECTURES) == {"loggpt", "gpt_neo_tiny", "gpt_neo_1.3b", "llama_tiny",
+                                  "llama_1.3b"}
+    # the verl shape (logneo_ppo): key/value heads declared, ids of the key vocabulary
+    llama = model_config("llama_1.3b", vocab)
+    assert (llama.num_hidden_layers, llama.hidden_size, llama.num_key_value_heads) == (24, 2048, 16)
+    assert llama.eos_token_id == vocab.id_of("<eos>") and llama.pad_token_id == vocab.id_of("<pad>")
     with pytest.raises(LogDataError):
         model_config("nope", vocab)
 
@@ -403,3 +408,11 @@ def test_pretrain_records_the_vocabulary_and_export_keeps_it(tmp_path):
     with pytest.raises(LogDataError, match="does not match"):
         pretrain(data, tmp_path / "again", PretrainConfig(arch="gpt_neo_tiny", max_steps=1,
                                                           device="cpu", context=64))
+
+
+def test_llama_tiny_key_model_builds_and_scores(vocab, tmp_path):
+    model, tokenizer = build_keyseq_model(vocab, "llama_tiny", tmp_path / "llama", seed=0)
+    reloaded, tok = load_model(tmp_path / "llama")
+    ids = tok("E1 E2 E3", return_tensors="pt")["input_ids"]
+    assert reloaded(ids).logits.shape == (1, 3, len(vocab))
+    assert type(reloaded).__name__ == "LlamaForCausalLM"

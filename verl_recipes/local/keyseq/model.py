@@ -94,12 +94,29 @@ def _gpt_neo(hidden: int, layers: int, heads: int, window: int) -> Callable[...,
     return make
 
 
+def _llama(hidden: int, layers: int, heads: int, intermediate: int) -> Callable[..., Any]:
+    def make(vocab_size: int, context: int, ids: dict[str, int]) -> Any:
+        from transformers import LlamaConfig
+
+        return LlamaConfig(
+            vocab_size=vocab_size, max_position_embeddings=context, hidden_size=hidden,
+            num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+            intermediate_size=intermediate, tie_word_embeddings=False, **ids,
+        )
+
+    return make
+
+
 #: name → (config factory(vocab_size, context, special ids), default context, note)
 ARCHITECTURES: dict[str, tuple[Callable[..., Any], int, str]] = {
     # LogGPT: n_positions = max_lens = 512 (args/*_config.py, model/initGPT.py)
     "loggpt": (_loggpt, LOGGPT_CONTEXT, "GPT-2 6 layers / 6 heads / width 60 / 512 positions"),
     "gpt_neo_tiny": (_gpt_neo(64, 2, 4, 256), 1024, "GPT-Neo 2 layers / width 64 (tests)"),
     "gpt_neo_1.3b": (_gpt_neo(2048, 24, 16, 256), 2048, "GPT-Neo 1.3B shape (LogNEO, clusters)"),
+    # verl's logneo_ppo needs a shape vLLM serves and verl's engine reads (num_key_value_heads):
+    # Llama; GPT-2 and GPT-Neo train locally only (verl_recipes/logneo_ppo/README.md)
+    "llama_tiny": (_llama(128, 2, 2, 256), 256, "Llama 2 layers / width 128 (verl on CPU, tests)"),
+    "llama_1.3b": (_llama(2048, 24, 16, 5504), 2048, "Llama 1.3B shape (logneo_ppo on clusters)"),
 }
 
 
