@@ -411,7 +411,7 @@ def test_pretrain_records_the_vocabulary_and_export_keeps_it(tmp_path):
 
 
 def test_llama_tiny_key_model_builds_and_scores(vocab, tmp_path):
-    model, tokenizer = build_keyseq_model(vocab, "llama_tiny", tmp_path / "llama", seed=0)
+    build_keyseq_model(vocab, "llama_tiny", tmp_path / "llama", seed=0)
     reloaded, tok = load_model(tmp_path / "llama")
     ids = tok("E1 E2 E3", return_tensors="pt")["input_ids"]
     assert reloaded(ids).logits.shape == (1, 3, len(vocab))
