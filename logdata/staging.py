@@ -88,8 +88,7 @@ def write_meta(folder: str | Path, meta: dict[str, Any], extra_files: dict[str, 
              and not p.name.startswith(".")]
     files = {**(extra_files or {}), **file_digests(folder, names)}
     payload = {**meta, FILES_KEY: dict(sorted(files.items()))}
-    atomic_write_text(folder / META, json.dumps(payload, indent=2, sort_keys=True, default=str)
-                      + "\n")
+    _write_meta_file(folder, payload)
     return payload
 
 
@@ -132,9 +131,13 @@ def amend_meta(path: str | Path, note: str) -> bool:
         return False
     meta[FILES_KEY] = dict(sorted({**listed_files(meta), path.name: sha256_file(path)}.items()))
     meta["amended"] = {**meta.get("amended", {}), path.name: note}
-    atomic_write_text(path.parent / META, json.dumps(meta, indent=2, sort_keys=True, default=str)
-                      + "\n")
+    _write_meta_file(path.parent, meta)
     return True
+
+
+def _write_meta_file(folder: Path, meta: dict[str, Any]) -> None:
+    """Write ``folder/meta.json`` atomically (sorted keys, two-space indent)."""
+    atomic_write_text(folder / META, json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def existing_outputs(out: Path, produces: Iterable[str], keep: Iterable[str] = ()) -> list[str]:

@@ -72,6 +72,7 @@ from logdata.io import (
     require_file,
     sha256_file,
 )
+from logdata.keyseq.sequences import VOCAB_FILE
 from logdata.staging import verify_file
 from reward.labels import ABNORMAL, NORMAL
 from validation import metrics as M
@@ -90,8 +91,6 @@ DEFAULT_SKIP_FIRST = 1
 EOS_JUDGED_KINDS: frozenset[str] = frozenset({"block"})
 DEFAULT_SWEEP: tuple[int, ...] = (1, 2, 3, 5, 7, 10, 20, 40, 80, 160, 320, 690)
 DATA_COLUMNS: tuple[str, ...] = ("sequence_id", "keys", "label")
-#: The vocabulary file ``logdata sequences`` writes beside the test sequences.
-VOCAB_FILE = "vocab.json"
 
 
 def cap_k(k: int, n_keys: int) -> int:

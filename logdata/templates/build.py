@@ -469,7 +469,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     src = Path(args.input) if args.input else out / "structured.parquet"
     require_file(src, "structured parquet", hint="run parse first")
-    verify_file(src)
+    src_sha = verify_file(src)  # the sha256 when parse's meta lists the file, else None
     parse_meta = read_meta(src.parent)
     fmt = build_format(args, parse_meta)
     params = params_from_args(args, fmt)
@@ -477,7 +477,7 @@ def run(args: argparse.Namespace) -> int:
     if src.parent.resolve() == out.resolve():  # the parse outputs stay and are described too
         described = {name: sha for name, sha in listed_files(parse_meta).items()
                      if name not in BUILD_OUTPUTS and name != META and (out / name).is_file()}
-        described.setdefault(src.name, sha256_file(src))
+        described.setdefault(src.name, src_sha or sha256_file(src))
     extra = {key: parse_meta[key] for key in PARSE_META_KEYS if key in parse_meta}
     extra.setdefault("dataset", fmt.name)
     extra.setdefault("format", fmt.to_json())
