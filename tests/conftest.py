@@ -110,3 +110,90 @@ def keyseq_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_sequence_datasets(frame, out, SequenceConfig(data_source="bgl", context=5, n_train=20,
                                                        long_sequences="chunk"))
     return out
+
+
+# -- the real-time service (serving/): a real redis-server and one small trained case ------------
+@pytest.fixture(scope="session")
+def redis_binary() -> str:
+    """The ``redis-server`` (>= 7) binary. ``make test`` installs it (``scripts/install_redis.sh``);
+    outside CI a missing server skips the test, in CI it fails."""
+    from logdata.errors import LogDataError
+    from serving.redis_server import find_redis_server
+
+    try:
+        return find_redis_server()
+    except LogDataError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path, redis_binary: str):
+    """A real ``redis-server`` on a free port of 127.0.0.1, stopped after the test."""
+    from serving.redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+class ServingCli:
+    """Runs ``python -m serving`` commands of the repository as subprocesses."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def command(self, *args: object) -> list[str]:
+        return [sys.executable, "-m", "serving", *map(str, args)]
+
+    def worker(self, url: str, case: object, *extra: object, log: Path | None = None):
+        """Start a key-sequence ``detect`` worker on ``case`` (see :func:`stream_case`)."""
+        import subprocess
+
+        args = self.command("detect", "--redis", url, "--parsed", case.parsed, "--model", case.model,
+                            "--sequences", case.sequences, "--k", case.k, "--threads", 1, *extra)
+        out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
+        return subprocess.Popen(args, cwd=self.root, stdout=out, stderr=subprocess.STDOUT)
+
+    def run(self, *args: object, timeout: float = 120):
+        import subprocess
+
+        return subprocess.run(self.command(*args), cwd=self.root, capture_output=True, text=True,
+                              timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def serving_cli() -> ServingCli:
+    """``python -m serving`` as subprocesses."""
+    return ServingCli(REPO_ROOT)
+
+
+@pytest.fixture(scope="session")
+def stream_case(tmp_path_factory: pytest.TempPathFactory):
+    """A synthetic HDFS-like log, parsed, cut into block sequences, a LogGPT-size model trained on
+    them, and the offline detector's scores (``validation/keyseq_detect.py``, K=2)."""
+    import subprocess
+    from types import SimpleNamespace
+
+    from logdata.synthetic import generate_logs
+
+    root = tmp_path_factory.mktemp("stream_case")
+    log = generate_logs(root / "hdfs.log", 3000, fmt="hdfs", anomaly_rate=0.1, seed=1)
+
+    def run(*args: object) -> None:
+        done = subprocess.run([sys.executable, *map(str, args)], cwd=REPO_ROOT, capture_output=True,
+                              text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    run("-m", "logdata", "parse", "--dataset", "hdfs", "--input", log, "--labels",
+        root / "anomaly_label.csv", "--out", root / "parsed", "--no-progress")
+    run("-m", "logdata", "sequences", "--input", root / "parsed" / "structured.parquet", "--out",
+        root / "seq", "--window", "block", "--n-train", "100", "--context", "64")
+    run("-m", "verl_recipes.local.keyseq.pretrain", "--input", root / "seq", "--out", root / "model",
+        "--arch", "loggpt", "--epochs", "3", "--lr", "3e-3", "--batch-size", "8", "--threads", "1",
+        "--seed", "0", "--no-progress")
+    run(REPO_ROOT / "validation" / "keyseq_detect.py", "--model", root / "model", "--input",
+        root / "seq" / "test.parquet", "--out", root / "offline", "--k", "2", "--no-progress")
+    return SimpleNamespace(root=root, log=log, parsed=root / "parsed", sequences=root / "seq",
+                           model=root / "model", offline=root / "offline" / "scores.parquet", k=2)

@@ -43,6 +43,7 @@ CLIS: dict[str, tuple[str, list[str]]] = {
     "bench_keyseq": ("benchmarks/bench_keyseq.py", []),
     "bench_parse": ("benchmarks/bench_parse.py", []),
     "bench_reward": ("benchmarks/bench_reward.py", []),
+    "bench_stream": ("benchmarks/bench_stream.py", []),
     "fuzz_reward": ("benchmarks/fuzz_reward.py", []),
 }
 
@@ -165,6 +166,7 @@ VOCABULARY: dict[str, tuple[str, ...]] = {
     "bench_keyseq": ("--seed",),
     "bench_parse": ("--out",),
     "bench_reward": ("--out",),
+    "bench_stream": ("--out", "--seed"),
     "fuzz_reward": ("--seed", "--no-progress"),
 }
 

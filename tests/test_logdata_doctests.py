@@ -1,4 +1,4 @@
-"""The docstring examples of the data-stage (and next-key reward) modules run and hold."""
+"""The docstring examples of the data-stage, next-key reward and service modules run and hold."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 MODULES = ("logdata.drain", "logdata.windows", "logdata.templates.patch", "logdata.templates.build",
            "logdata.templates.prompts", "logdata.errors", "verl_recipes.local.keyseq.model", "logdata.io",
            "logdata.cliargs", "logdata.formats", "logdata.readers", "logdata.keyseq.sequences",
-           "reward.keyseq")
+           "reward.keyseq", "serving.events", "serving.transport", "serving.worker",
+           "serving.scoring")
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -11,7 +11,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 # repository folders whose files docs name (datasets/ holds users' data, never committed)
-TOP_DIRS = ("logdata", "reward", "verl_recipes", "validation", "scripts", "benchmarks", "tests")
+TOP_DIRS = ("logdata", "reward", "verl_recipes", "validation", "scripts", "benchmarks", "tests",
+            "serving")
 PATH_RE = re.compile(r"`((?:" + "|".join(TOP_DIRS) + r")/[\w./-]+\.(?:py|sh|yaml|md|json|toml|txt))`")
 LINK_RE = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
@@ -32,6 +33,12 @@ COMMANDS_RUN = {
     "python -m verl_recipes.local.keyseq.pretrain": ("tests/test_keyseq_detect.py",
                                                      '"-m", "verl_recipes.local.keyseq.pretrain"'),
     "python validation/keyseq_detect.py": ("tests/test_keyseq_detect.py", '"keyseq_detect.py"'),
+    "make stream-demo": ("Makefile", "stream-demo: install"),
+    "python -m serving redis": ("scripts/stream_demo.sh", '-m serving redis start'),
+    "python -m serving detect": ("scripts/stream_demo.sh", '-m serving detect'),
+    "python -m serving replay": ("scripts/stream_demo.sh", '-m serving replay'),
+    "python -m serving status": ("scripts/stream_demo.sh", '-m serving status'),
+    "python -m serving alerts": ("scripts/stream_demo.sh", '-m serving alerts'),
 }
 COMMAND_RE = re.compile(
     r"(make \w+|python -m [\w.]+(?: (?!-)\w+)?|python [\w/]+\.py|bash [\w.]+\.sh(?: (?!-)\w+)?)"

@@ -1,0 +1,7 @@
+"""LogRL real-time detection service: ``python -m serving --help``."""
+
+import sys
+
+from serving.cli import main
+
+sys.exit(main())
