@@ -240,7 +240,7 @@ def _tail(path: Path, n: int = 2000) -> str:
 def wait_ready(transport: Any, procs: Sequence[subprocess.Popen], logs: Sequence[Path],
                timeout_s: float = 120.0) -> float:
     """Wait until every worker printed its start line and the partitions are shared out
-    (each worker holds at least one lease); returns the seconds waited."""
+    (every partition leased, each worker holding at least one); returns the seconds waited."""
     started = time.monotonic()
     want = min(len(procs), transport.partitions)
     while time.monotonic() - started < timeout_s:
@@ -248,10 +248,10 @@ def wait_ready(transport: Any, procs: Sequence[subprocess.Popen], logs: Sequence
             if p.poll() is not None:
                 raise SystemExit(f"worker exited with {p.returncode} before the run:\n{_tail(log)}")
         announced = all("detection on" in _tail(log, 100_000) for log in logs)
-        owners = {transport.client.get(transport.key("lease", partition=p))
-                  for p in range(transport.partitions)}
-        owners.discard(None)
-        if announced and len(owners) >= want:
+        leases = [transport.client.get(transport.key("lease", partition=p))
+                  for p in range(transport.partitions)]
+        owners = set(leases) - {None}
+        if announced and len(owners) >= want and None not in leases:
             return time.monotonic() - started
         time.sleep(0.1)
     raise SystemExit(f"workers not ready after {timeout_s:.0f} s:\n{_tail(logs[0])}")

@@ -124,6 +124,7 @@ class RedisStreams:
         self.lease_ms = lease_ms
         self.maxlen = maxlen
         self._renew = client.register_script(_RENEW)
+        self.share = partitions  # partitions a worker should own (set by acquire)
 
     def key(self, role: str, **fields: Any) -> str:
         """:func:`key` with this transport's prefix."""
@@ -184,7 +185,7 @@ class RedisStreams:
             (:meth:`recover`) before they are read.
         """
         alive = self.heartbeat(worker)
-        share = math.ceil(self.partitions / alive)
+        share = self.share = math.ceil(self.partitions / alive)
         kept = [p for p in owned if self._renew(keys=[self.key("lease", partition=p)],
                                                 args=[worker, self.lease_ms])]
         while len(kept) > share:  # others joined: give partitions back

@@ -41,7 +41,7 @@ COMMANDS_RUN = {
     "python -m serving alerts": ("scripts/stream_demo.sh", '-m serving alerts'),
 }
 COMMAND_RE = re.compile(
-    r"(make \w+|python -m [\w.]+(?: (?!-)\w+)?|python [\w/]+\.py|bash [\w.]+\.sh(?: (?!-)\w+)?)"
+    r"(make [\w-]+|python -m [\w.]+(?: (?!-)\w+)?|python [\w/]+\.py|bash [\w.]+\.sh(?: (?!-)\w+)?)"
 )
 
 

@@ -510,7 +510,12 @@ def test_producer_waits_for_redis_and_publishes_everything(stream_case, serving_
         client = server.client()
         _wait(lambda: _layout_published(client), 60, "the worker", ((worker, log),))
         _stop(worker)
-        publisher = _publisher(server.client())
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        producer_client = server.client()
+        producer_client.set_retry(Retry(NoBackoff(), 0))  # the publisher's own retry is tested
+        publisher = _publisher(producer_client)
         lines = _case_lines(stream_case)
         publisher.send(lines[:500])
         server.kill()
