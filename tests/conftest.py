@@ -138,6 +138,15 @@ def redis_server(tmp_path: Path, redis_binary: str):
     server.stop()
 
 
+def run_python(*args: object) -> None:
+    """Run ``python ARGS`` in the repository root; fail the test with its stderr on an error."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, *map(str, args)], cwd=REPO_ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 class ServingCli:
     """Runs ``python -m serving`` commands of the repository as subprocesses."""
 
@@ -173,19 +182,13 @@ def serving_cli() -> ServingCli:
 def stream_case(tmp_path_factory: pytest.TempPathFactory):
     """A synthetic HDFS-like log, parsed, cut into block sequences, a LogGPT-size model trained on
     them, and the offline detector's scores (``validation/keyseq_detect.py``, K=2)."""
-    import subprocess
     from types import SimpleNamespace
 
     from logdata.synthetic import generate_logs
 
     root = tmp_path_factory.mktemp("stream_case")
     log = generate_logs(root / "hdfs.log", 3000, fmt="hdfs", anomaly_rate=0.1, seed=1)
-
-    def run(*args: object) -> None:
-        done = subprocess.run([sys.executable, *map(str, args)], cwd=REPO_ROOT, capture_output=True,
-                              text=True)
-        assert done.returncode == 0, done.stderr[-3000:]
-
+    run = run_python
     run("-m", "logdata", "parse", "--dataset", "hdfs", "--input", log, "--labels",
         root / "anomaly_label.csv", "--out", root / "parsed", "--no-progress")
     run("-m", "logdata", "sequences", "--input", root / "parsed" / "structured.parquet", "--out",

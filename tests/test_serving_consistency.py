@@ -8,12 +8,11 @@ a synthetic HDFS-like log; the offline reference is ``validation/keyseq_detect.p
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from conftest import run_python
 
 COMPARED = ("pred", "misses", "first_miss", "max_rank")
 
@@ -79,12 +78,7 @@ def count_case(tmp_path_factory, repo_root):
 
     root = tmp_path_factory.mktemp("count_case")
     log = generate_logs(root / "bgl.log", 4000, fmt="bgl", anomaly_rate=0.05, seed=2)
-
-    def run(*args: object) -> None:
-        done = subprocess.run([sys.executable, *map(str, args)], cwd=repo_root, capture_output=True,
-                              text=True)
-        assert done.returncode == 0, done.stderr[-3000:]
-
+    run = run_python
     run("-m", "logdata", "parse", "--dataset", "bgl", "--input", log, "--out", root / "parsed",
         "--no-progress")
     run("-m", "logdata", "sequences", "--input", root / "parsed" / "structured.parquet", "--out",

@@ -342,13 +342,19 @@ def test_assignment_reading_committing_and_redelivery(fake_kafka):
     assert fake_kafka.broker.committed == {p: len(fake_kafka.broker.log[p]) for p in range(3)}
 
 
-def test_a_partition_revoked_and_assigned_back_is_forgotten_once(fake_kafka):
+def _assigned(fake_kafka):
+    """A transport with 30 events published and partitions 0-2 assigned to worker w1."""
     t = fake_kafka.make()
     t.publish(_events(30))
     t.acquire("w1", [])
     t._consumer.assign(0, 1, 2)
     t.read("w1", [], 1, 0)
     owned, _ = t.acquire("w1", [])
+    return t, owned
+
+
+def test_a_partition_revoked_and_assigned_back_is_forgotten_once(fake_kafka):
+    t, owned = _assigned(fake_kafka)
     first = _drain(t, "w1", owned)
     t.committed([m for m in first if m.partition != 1])
     t._consumer.revoke(0, 1, 2)
@@ -365,12 +371,7 @@ def test_a_partition_revoked_and_assigned_back_is_forgotten_once(fake_kafka):
 
 
 def test_a_partition_the_worker_dropped_is_read_again_from_its_committed_offset(fake_kafka):
-    t = fake_kafka.make()
-    t.publish(_events(30))
-    t.acquire("w1", [])
-    t._consumer.assign(0, 1, 2)
-    t.read("w1", [], 1, 0)
-    owned, _ = t.acquire("w1", [])
+    t, owned = _assigned(fake_kafka)
     p = owned[0]
     batch = [m for m in _drain(t, "w1", owned) if m.partition == p]
     t.committed(batch[:2])
