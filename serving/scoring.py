@@ -274,7 +274,7 @@ def export_onnx(model: Any, path: Path, opset: int = 18) -> Path:
             return self.inner(input_ids=input_ids, attention_mask=attention_mask,
                               use_cache=False).logits
 
-    wrapper = _Logits(model.eval())
+    wrapper = _Logits(model.eval()).eval()
     ids = torch.tensor([[1, 4, 5, 6], [1, 4, 0, 0]], dtype=torch.long)
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.long)
     path.parent.mkdir(parents=True, exist_ok=True)
