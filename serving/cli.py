@@ -89,6 +89,15 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
         raise LogDataError(f"cannot read the {what} {path}: {exc}") from None
 
 
+def _meta(folder: Path, what: str) -> dict[str, Any]:
+    """The ``meta.json`` of a data-stage output folder, which must have one."""
+    from logdata.io import require_file
+    from logdata.staging import META, read_meta
+
+    require_file(folder / META, f"{what} meta")
+    return read_meta(folder)
+
+
 def _miner(parsed: Path) -> Any:
     from logdata.drain import MinerSettings, TemplateMiner
 
@@ -104,7 +113,7 @@ def _miner(parsed: Path) -> Any:
 
 
 def _format(parsed: Path) -> dict[str, Any]:
-    meta = _read_json(parsed / "meta.json", "data-stage meta")
+    meta = _meta(parsed, "data-stage")
     fmt = meta.get("format")
     if not isinstance(fmt, dict):
         raise LogDataError(f"{parsed / 'meta.json'} records no log format; run `logdata prepare` or "
@@ -120,7 +129,7 @@ def _keyseq_setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from serving.scoring import build_scorer
     from validation import keyseq_detect as offline
 
-    meta = _read_json(args.sequences / "meta.json", "sequences meta")
+    meta = _meta(args.sequences, "`logdata sequences`")
     params = meta.get("params", {})
     source = args.data_source or params.get("data_source") or "unknown"
     window = params.get("window") or {}

@@ -41,7 +41,7 @@ from logdata.drain import TemplateMiner, event_id
 from reward.labels import ABNORMAL
 from serving.detector import KeySequenceDetector, Outcome, SessionState, TemplateDetector
 from serving.events import DEFAULT_MAX_LINE_BYTES, END, Windowing
-from serving.transport import VERDICT_BUCKET, Message, RedisStreams
+from serving.transport import VERDICT_BUCKET, Message, RedisStreams, partition_of
 
 logger = logging.getLogger(__name__)
 
@@ -472,8 +472,6 @@ class Worker:
         return self.miner.template(cid) if 0 <= cid < len(self.miner) else None
 
     def _open_key(self, sid: str) -> str:
-        from serving.transport import partition_of
-
         return self.t.key("open", partition=partition_of(sid, self.t.partitions))
 
     def _write_verdicts(self, pipe: Any, by_bucket: dict[int, dict[str, str]]) -> None:
