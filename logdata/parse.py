@@ -268,11 +268,15 @@ def add_format_args(parser: argparse.ArgumentParser, required: bool = True) -> N
                   "label, timestamp (see logdata/README.md)")
 
 
-def add_input_args(parser: argparse.ArgumentParser) -> None:
-    """Add the options shared by ``parse`` and ``prepare``."""
-    add_format_args(parser)
+def add_input_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """Add the options shared by ``parse`` and ``prepare``.
+
+    ``required=False`` (``prepare``, which also takes ``--templates``) leaves the format and the
+    input to the command to check.
+    """
+    add_format_args(parser, required=required)
     add_input_flag(parser, "raw log file (plain, .gz, .bz2, .xz or .zst), or a loghub "
-                           "*_structured.csv")
+                           "*_structured.csv", required=required)
     add_out_flag(parser, "output folder")
     add_overwrite_flag(parser, "replace the outputs of an earlier run in --out (they are replaced "
                                "together, only when this run succeeds)")

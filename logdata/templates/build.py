@@ -61,6 +61,10 @@ SESSIONS = "sessions_test.parquet"
 SESSION_TEMPLATES = "sessions_templates.parquet"
 META = "meta.json"
 SESSION_BATCH = 10_000
+#: ``BuildParams.window`` of a dataset without lines (a labelled template table): no sessions.
+NO_SESSIONS = "none"
+#: ``extra_info`` fields a raw-log build copies from its template table (beside split, index, log).
+LOG_EXTRA_FIELDS: tuple[str, ...] = ("event_id", "n_lines", "first_line", "label_original")
 
 
 @dataclass(frozen=True)
@@ -89,9 +93,9 @@ class BuildParams:
             raise LogDataError("--train-size must be >= 1 and --anomaly-ratio within [0, 1]")
         if self.template_label not in ("majority", "any"):
             raise LogDataError("--template-label must be majority or any")
-        if self.window not in ("fixed", "time", "block"):
+        if self.window not in ("fixed", "time", "block", NO_SESSIONS):
             raise LogDataError("--window must be fixed, time or block")
-        if self.window != "block" and (
+        if self.window not in ("block", NO_SESSIONS) and (
                 self.window_size <= 0 or (self.window_step is not None and self.window_step <= 0)):
             raise LogDataError("--window-size and --window-step must be > 0")
 
@@ -199,20 +203,29 @@ def sample_train(df: pd.DataFrame, size: int, ratio: float, seed: int) -> pd.Dat
     return df.loc[chosen]
 
 
-def rl_rows(df: pd.DataFrame, split: str, data_source: str, prompt: str) -> pd.DataFrame:
-    """Return the VeRL RLHF frame of a split's templates."""
+def rl_rows(df: pd.DataFrame, split: str, data_source: str, prompt: str,
+            extra_fields: tuple[str, ...] = LOG_EXTRA_FIELDS) -> pd.DataFrame:
+    """Return the VeRL RLHF frame of a split's templates.
+
+    Args:
+        df: One template per row: ``event_template``, ``label`` and the ``extra_fields``.
+        split: The split's name (``extra_info.split``).
+        data_source: The rows' ``data_source``.
+        prompt: Prompt variant (:data:`logdata.templates.prompts.SYSTEM_PROMPTS`).
+        extra_fields: Columns copied into ``extra_info`` (numpy scalars become Python ones).
+    """
     rows = []
-    for index, rec in enumerate(df.itertuples(index=False)):
+    for index, rec in enumerate(df.to_dict("records")):
+        extra = {"split": split, "index": index, "log": rec["event_template"]}
+        for name in extra_fields:
+            value = rec[name]
+            extra[name] = value.item() if hasattr(value, "item") else value
         rows.append({
             "data_source": data_source,
-            "prompt": build_messages(rec.event_template, prompt),
+            "prompt": build_messages(rec["event_template"], prompt),
             "ability": ABILITY,
-            "reward_model": {"style": REWARD_STYLE, "ground_truth": rec.label},
-            "extra_info": {
-                "split": split, "index": index, "log": rec.event_template,
-                "event_id": rec.event_id, "n_lines": int(rec.n_lines),
-                "first_line": int(rec.first_line), "label_original": rec.label_original,
-            },
+            "reward_model": {"style": REWARD_STYLE, "ground_truth": rec["label"]},
+            "extra_info": extra,
         })
     return pd.DataFrame(rows, columns=["data_source", "prompt", "ability", "reward_model",
                                        "extra_info"])
@@ -386,8 +399,9 @@ def warn_single_class(meta: dict) -> None:
     # the training split is a draw: count its rows through its anomaly ratio
     parts["train"] = (meta["rows"]["train"],
                       round(meta["anomaly_ratio"]["train"] * meta["rows"]["train"]))
-    sessions = meta["sessions_test"]
-    parts["sessions_test"] = (sessions["sessions"], sessions["abnormal"])
+    sessions = meta.get("sessions_test")
+    if sessions:
+        parts["sessions_test"] = (sessions["sessions"], sessions["abnormal"])
     for name, (total, abnormal) in parts.items():
         if total and abnormal in (0, total):
             only = ABNORMAL if abnormal else NORMAL

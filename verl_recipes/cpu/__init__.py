@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -62,6 +63,17 @@ PPO_OVERLAY: dict[str, str] = {
     "actor_rollout_ref.actor.fsdp_config.param_offload": "false",
     "actor_rollout_ref.actor.fsdp_config.optimizer_offload": "false",
     "actor_rollout_ref.ref.fsdp_config.param_offload": "false",
+    # no torch.compile of the entropy kernel: inductor compiles C++ on CPU with one thread, which
+    # cost 423 s of the first GRPO step of a 135M model here (the eager kernel costs seconds)
+    "actor_rollout_ref.actor.use_torch_compile": "false",
+    "actor_rollout_ref.actor.fsdp_config.use_torch_compile": "false",
+    "actor_rollout_ref.ref.fsdp_config.use_torch_compile": "false",
+    # fp32 parameters, no bf16 autocast: FSDP2's bf16 parameters send the backward's transposed
+    # matmuls to torch's reference bf16 GEMM on CPU (not oneDNN), 20x slower than fp32 here
+    # (update of 8 answers of a 135M model: 420 s in bf16)
+    "actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype": "fp32",
+    "actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype": "fp32",
+    "critic.model.fsdp_config.mixed_precision.param_dtype": "fp32",
     # one agent-loop worker, one reward worker, no dataloader workers: a laptop has few cores
     "actor_rollout_ref.rollout.agent.num_workers": "1",
     "reward.num_workers": "1",
@@ -86,6 +98,11 @@ SFT_OVERLAY: dict[str, str] = {
     "engine.strategy": "fsdp2",
     "engine.param_offload": "false",
     "engine.optimizer_offload": "false",
+    # no torch.compile and fp32 parameters (see PPO_OVERLAY): inductor's one-thread CPU compile
+    # costs minutes, and bf16 FSDP parameters hit torch's reference bf16 GEMM (a LoRA SFT of a 135M
+    # model made no step in 13 minutes)
+    "engine.use_torch_compile": "false",
+    "engine.mixed_precision.param_dtype": "fp32",
     "data.num_workers": "0",
 }
 
@@ -93,6 +110,10 @@ OVERLAYS: dict[str, dict[str, str]] = {"ppo": PPO_OVERLAY, "sft": SFT_OVERLAY}
 
 
 EXTERNAL_MODULES = "VERL_USE_EXTERNAL_MODULES"
+# Ray forces OMP_NUM_THREADS=1 in every actor that asks for no CPUs (verl's workers), so the FSDP
+# update ran on one of the machine's cores; a CPU run gives its processes every core unless the
+# caller set OMP_NUM_THREADS (the training, rollout and reward phases take turns)
+THREADS = "OMP_NUM_THREADS"
 
 
 def recipe_modules(recipe: str | None) -> list[str]:
@@ -128,6 +149,7 @@ def cpu_env(recipe: str | None = None) -> dict[str, str]:
     env = dict(CPU_ENV)
     modules = [env[EXTERNAL_MODULES], *recipe_modules(recipe)]
     env[EXTERNAL_MODULES] = ",".join(dict.fromkeys(modules))
+    env[THREADS] = os.environ.get(THREADS) or str(os.cpu_count() or 1)
     return env
 
 

@@ -7,9 +7,14 @@
   and is never written to disk or logs;
 * a local Hugging Face model folder (generation with ``transformers``);
 * ``template``: a deterministic rule-based teacher (keyword evidence from the log), for offline
-  smoke runs and the demo only — not a substitute for a real teacher.
+  smoke runs and the demo only — not a substitute for a real teacher;
+* a file of reference rationales (``.json``/``.jsonl``/``.csv``/``.tsv``/``.parquet`` with a
+  template column and a rationale column, e.g. R-Log's ``{input, label, reasoning}`` records),
+  looked up by the whitespace-normalised log; rows it does not cover go to ``--fallback-teacher``
+  (any of the above) or are counted as failed.
 
-The teacher is told the label. A reply whose conclusion (parsed with the shared
+The teacher is told the label (a reference file is not asked, but its rationale must end in the
+same label). A reply whose conclusion (parsed with the shared
 ``reward.parsing.parse_answer``) disagrees with it is dropped and counted. Requests run
 concurrently with timeouts and retries with exponential back-off; every finished row is appended
 to a sidecar ``<out>.parts.jsonl``, so an interrupted run resumes without asking again.
@@ -44,6 +49,7 @@ from logdata.cliargs import add_command, add_flag, add_input_flag, add_out_flag,
 from logdata.errors import LogDataError
 from logdata.io import atomic_write_parquet, require_file
 from logdata.staging import amend_meta, verify_file
+from logdata.templates.patch import normalise
 from reward.labels import ABNORMAL, LABELS
 from reward.parsing import extract_think, parse_answer
 from reward.plain import plain
@@ -57,6 +63,10 @@ TEACHER_SYSTEM = (
 )
 TEACHER_USER = "Log: {log}\nCorrect label: {label}"
 RETRYABLE_HTTP = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+#: Characters of a rejected reply kept in the sidecar (``reply``), for inspection.
+REPLY_KEPT = 2000
+#: File suffixes read as a reference-rationale file by ``--teacher``.
+REFERENCE_SUFFIXES: frozenset[str] = frozenset({".json", ".jsonl", ".csv", ".tsv", ".parquet"})
 
 # Keyword evidence for the rule-based template teacher: (regex, phrase used in the rationale).
 ABNORMAL_CUES: tuple[tuple[str, str], ...] = (
@@ -185,6 +195,70 @@ def template_rationale(log: str, label: str) -> str:
     # first words of the rationale, which is what a small student can learn to reproduce.
     return (f'<think>{why}: the log says "{log.strip()}", so it is {label}.</think>'
             f"<answer>{label}</answer>")
+
+
+#: Column names recognised as the rationale column of a reference file (lower case).
+RATIONALE_COLUMNS: tuple[str, ...] = ("reasoning", "rationale", "reference_rationale", "response",
+                                      "output", "explanation")
+
+
+class ReferenceTeacher:
+    """Rationales looked up by log template in a file; uncovered logs go to ``fallback``.
+
+    A stored rationale without ``<answer>`` tags is read as the think text and gets the file's
+    ``label`` column when it has one. ``counts`` tells how many replies came from the file and how
+    many from the fallback.
+    """
+
+    def __init__(self, path: Path, fallback: Teacher | None = None) -> None:
+        """Read ``path``: see :data:`RATIONALE_COLUMNS` and :mod:`logdata.templates.labelled`.
+
+        Raises:
+            LogDataError: when the file is unreadable or lacks a template or rationale column.
+        """
+        from logdata.templates.labelled import (
+            LABEL_COLUMNS,
+            TEMPLATE_COLUMNS,
+            find_column,
+            read_table,
+        )
+
+        frame = read_table(path)
+        template = find_column(frame, TEMPLATE_COLUMNS, "template")
+        rationale = find_column(frame, RATIONALE_COLUMNS, "rationale", exclude=template)
+        try:
+            label = find_column(frame, LABEL_COLUMNS, "label", exclude=template)
+        except LogDataError:
+            label = None
+        self.table: dict[str, str] = {}
+        for rec in frame.to_dict("records"):
+            text = str(rec[rationale] or "").strip()
+            if text and "<answer>" not in text.lower() and label and rec.get(label):
+                text = f"<think>{text}</think><answer>{rec[label]}</answer>"
+            self.table.setdefault(normalise(str(rec[template])), text)
+        self.fallback = fallback
+        self.counts = {"reference": 0, "fallback": 0}
+        self._lock = threading.Lock()
+
+    def __call__(self, messages: list[dict[str, str]]) -> str:
+        """Return the stored rationale of the log in the prompt, else ask the fallback.
+
+        Raises:
+            TeacherError: (not retryable) for a log the file does not cover and no fallback.
+        """
+        match = TemplateTeacher._PROMPT.search(messages[-1]["content"])
+        if not match:
+            raise TeacherError("reference teacher: prompt has no log/label", False)
+        text = self.table.get(normalise(match["log"]))
+        source = "reference" if text is not None else "fallback"
+        if text is None:
+            if self.fallback is None:
+                raise TeacherError("no reference rationale for this log (no --fallback-teacher)",
+                                   False)
+            text = self.fallback(messages)
+        with self._lock:
+            self.counts[source] += 1
+        return text
 
 
 class TemplateTeacher:
@@ -321,7 +395,10 @@ def distil(
         except TeacherError as err:
             return {"key": key, "status": "failed", "error": str(err)}
         status, rationale = judge_reply(reply, label)
-        return {"key": key, "status": status, "rationale": rationale}
+        record = {"key": key, "status": status, "rationale": rationale}
+        if status != "ok":  # what the teacher said, so a rejection can be inspected
+            record["reply"] = reply[:REPLY_KEPT]
+        return record
 
     with sidecar.open("a", encoding="utf-8") as handle, ThreadPoolExecutor(max(1, concurrency)) as pool:
         futures = [pool.submit(one, i, r) for i, r in todo]
@@ -421,7 +498,14 @@ def make_teacher(args: argparse.Namespace) -> Teacher:
     path = Path(spec).expanduser()
     if path.is_dir():
         return HFTeacher(path, max_new_tokens=args.max_tokens)
-    raise LogDataError(f"--teacher {spec!r} is neither an http(s) URL, a model folder nor 'template'")
+    if path.suffix.lower() in REFERENCE_SUFFIXES:
+        fallback = None
+        if getattr(args, "fallback_teacher", None):
+            fallback = make_teacher(argparse.Namespace(**{**vars(args), "teacher": args.fallback_teacher,
+                                                          "fallback_teacher": None}))
+        return ReferenceTeacher(path, fallback)
+    raise LogDataError(f"--teacher {spec!r} is neither an http(s) URL, a model folder, a "
+                       "reference-rationale file nor 'template'")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -440,6 +524,9 @@ def run(args: argparse.Namespace) -> int:
     amend_meta(out, f"rationales --teacher {args.teacher} from {Path(args.input).name}")
     print(f"wrote {len(frame):,} rationales to {out}")
     print(f"  {stats.line()}")
+    if isinstance(teacher, ReferenceTeacher):
+        print(f"  from the reference file {teacher.counts['reference']:,}, from the fallback "
+              f"{teacher.counts['fallback']:,} (this run; resumed rows not counted)")
     if args.merge_into:
         target = Path(args.merge_into)
         merged, hits = merge_rationales(pd.DataFrame(read_rows(target)), frame)
@@ -456,8 +543,12 @@ def register(subparsers: Any) -> None:
                          "distil teacher rationales into an SFT chat parquet",
                          description=__doc__.split("\n\n")[0])
     add_flag(parser, "--teacher", required=True,
-             help="http(s)://host:port/v1 (OpenAI-compatible), a local HF model folder, "
+             help="http(s)://host:port/v1 (OpenAI-compatible), a local HF model folder, a file of "
+                  "reference rationales (.json/.jsonl/.csv/.tsv/.parquet, e.g. R-Log's), "
                   "or 'template' (rule-based, smoke runs only)")
+    add_flag(parser, "--fallback-teacher", default=None, metavar="TEACHER",
+             help="teacher for the rows a reference file does not cover (default: none, they "
+                  "fail)")
     add_flag(parser, "--teacher-model", default=None,
              help="model name for an endpoint (required with a URL; default: none)")
     add_flag(parser, "--api-key-env", default="OPENAI_API_KEY", metavar="NAME",
