@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -196,8 +197,6 @@ def class_counts(frame: pd.DataFrame) -> dict[str, int]:
 
 def teacher_counts(log_text: str) -> dict[str, int]:
     """Rows a ``rationales`` run took from the reference file and from the fallback (0 if none)."""
-    import re
-
     match = re.search(r"from the reference file ([\d,]+), from the fallback ([\d,]+)", log_text)
     if not match:
         return {}
@@ -475,8 +474,6 @@ def response_stats(responses: list[str], model: Path, max_tokens: int) -> dict[s
 
 def sft_losses(log: Path) -> list[float]:
     """Training losses per step from verl's SFT console log (``train/loss:`` fields)."""
-    import re
-
     text = log.read_text(encoding="utf-8", errors="replace")
     return [round(float(m), 4) for m in re.findall(r"train/loss:\s*([0-9.]+)", text)]
 

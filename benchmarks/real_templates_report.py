@@ -16,7 +16,7 @@ import math
 import random
 import statistics
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,32 +69,36 @@ def f1_of(gold: Sequence[str], pred: Sequence[str]) -> float:
     return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
 
 
-def bootstrap_f1(gold: Sequence[str], pred: Sequence[str], seed: int = 0,
-                 samples: int = BOOTSTRAP_SAMPLES) -> tuple[float, float]:
-    """95 % percentile interval of F1 over test rows resampled with replacement (seeded)."""
+def bootstrap(statistic: Callable[..., float], columns: Sequence[Sequence[str]], seed: int = 0,
+              samples: int = BOOTSTRAP_SAMPLES) -> list[float]:
+    """``statistic(*columns)`` over test rows resampled with replacement (seeded), sorted."""
     rng = random.Random(seed)
-    n = len(gold)
+    n = len(columns[0])
     values = []
     for _ in range(samples):
         idx = rng.choices(range(n), k=n)
-        values.append(f1_of([gold[i] for i in idx], [pred[i] for i in idx]))
-    values.sort()
-    return values[int(0.025 * samples)], values[int(0.975 * samples) - 1]
+        values.append(statistic(*([col[i] for i in idx] for col in columns)))
+    return sorted(values)
+
+
+def interval95(values: Sequence[float]) -> tuple[float, float]:
+    """The 2.5 % and 97.5 % percentiles of sorted bootstrap ``values``."""
+    return values[int(0.025 * len(values))], values[int(0.975 * len(values)) - 1]
+
+
+def bootstrap_f1(gold: Sequence[str], pred: Sequence[str], seed: int = 0,
+                 samples: int = BOOTSTRAP_SAMPLES) -> tuple[float, float]:
+    """95 % percentile interval of F1 over test rows resampled with replacement (seeded)."""
+    return interval95(bootstrap(f1_of, (gold, pred), seed, samples))
 
 
 def paired_bootstrap(gold: Sequence[str], a: Sequence[str], b: Sequence[str], seed: int = 0,
                      samples: int = BOOTSTRAP_SAMPLES) -> dict[str, float]:
     """F1(b) − F1(a) on the same rows, with its 95 % interval and P(difference ≤ 0)."""
-    rng = random.Random(seed)
-    n = len(gold)
-    diffs = []
-    for _ in range(samples):
-        idx = rng.choices(range(n), k=n)
-        g = [gold[i] for i in idx]
-        diffs.append(f1_of(g, [b[i] for i in idx]) - f1_of(g, [a[i] for i in idx]))
-    diffs.sort()
+    diffs = bootstrap(lambda g, x, y: f1_of(g, y) - f1_of(g, x), (gold, a, b), seed, samples)
+    low, high = interval95(diffs)
     return {"difference": round(f1_of(gold, b) - f1_of(gold, a), 4),
-            "ci95": [round(diffs[int(0.025 * samples)], 4), round(diffs[int(0.975 * samples) - 1], 4)],
+            "ci95": [round(low, 4), round(high, 4)],
             "p_not_better": round(sum(d <= 0 for d in diffs) / samples, 4)}
 
 
