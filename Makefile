@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-PYTEST_ARGS ?=
+# the 25 slowest tests are listed at the end: where the CI time goes
+PYTEST_ARGS ?= --durations=25
 
 .PHONY: install redis real-model test demo stream-demo e2e real-bench lint bench clean
 

@@ -265,14 +265,14 @@ def replay(publisher: Publisher, path: Path, rate: float, end: bool = True,
     with path.open("rb") as stream:
         batch: list[Any] = []
         for line in iter_lines(stream, publisher.max_line_bytes):
+            if max_lines is not None and sent + len(batch) >= max_lines:
+                break
             batch.append(line)
             if len(batch) < per_tick:
                 continue
             sent += _send_paced(publisher, batch, sent, rate, started)
             bar.update(len(batch))
             batch = []
-            if max_lines is not None and sent >= max_lines:
-                break
         if batch:
             sent += _send_paced(publisher, batch, sent, rate, started)
             bar.update(len(batch))

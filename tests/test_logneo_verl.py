@@ -452,3 +452,16 @@ def test_cpu_overlay_keeps_the_recipe_plugins() -> None:
         assert cpu_env(recipe)["VERL_USE_EXTERNAL_MODULES"] == expected
     assert cpu_env()["VERL_USE_EXTERNAL_MODULES"] == "verl_recipes.cpu.platform"
     assert cpu_env("rationanomaly_grpo")["VERL_USE_EXTERNAL_MODULES"] == "verl_recipes.cpu.platform"
+
+
+def test_cpu_overlay_is_a_config_verl_accepts(keyseq_data: Path, keyseq_model: Path) -> None:
+    # the overlay once set critic.model.fsdp_config (a key of older verl); only a run with a
+    # critic converts that section, so the GRPO end-to-end run never saw verl refuse it
+    from verl_recipes.cpu import cpu_overrides
+
+    overrides = [f"actor_rollout_ref.model.path={keyseq_model}", f"logrl.data_dir={keyseq_data}",
+                 *cpu_overrides("ppo", recipe="logneo_ppo")]
+    cfg = compose.compose_recipe("logneo_ppo", overrides)
+    compose.validate_recipe(cfg)  # the critic's sections included: its model is a local folder
+    assert cfg.critic.fsdp.mixed_precision.param_dtype == "fp32"
+    assert cfg.actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype == "fp32"

@@ -8,6 +8,7 @@ recipe composed with verl's ``ppo_trainer`` defaults and the launcher's path pin
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -241,3 +242,15 @@ def test_installed_trl_has_what_verl_fsdp_engine_imports() -> None:
     from trl.experimental.ppo import AutoModelForCausalLMWithValueHead
 
     assert hasattr(AutoModelForCausalLMWithValueHead, "state_dict")
+
+
+@pytest.mark.parametrize(("cpu_max", "cap"), [("200000 100000\n", 2), ("50000 100000\n", 1),
+                                              ("150000 100000\n", 2), ("max 100000\n", None)])
+def test_cpu_threads_follow_the_cgroup_quota_not_the_host(tmp_path, cpu_max: str, cap: int | None):
+    # os.cpu_count() counts the host: a container given 2 of 64 cores got 64 threads per process
+    from verl_recipes.cpu import usable_cpus
+
+    path = tmp_path / "cpu.max"
+    path.write_text(cpu_max)
+    cores = len(os.sched_getaffinity(0))
+    assert usable_cpus(path) == (cores if cap is None else min(cores, cap))

@@ -169,3 +169,33 @@ def test_latency_percentiles_from_the_histogram():
         exact = float(np.quantile(lat_us, q)) / 1000
         assert abs(percentile_from_histogram(hist, q) - exact) / exact < 0.06
     assert percentile_from_histogram({}, 0.5) is None
+
+
+class _RecordingPublisher:
+    """Stands in for ``serving.ingest.Publisher`` where only the lines sent matter."""
+
+    max_line_bytes = 1 << 16
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.ended = False
+
+    def send(self, batch: list) -> None:
+        self.lines.extend(batch)
+
+    def end(self) -> None:
+        self.ended = True
+
+
+@pytest.mark.parametrize("max_lines", [1, 14, 15, 16, 100, 1000])
+def test_replay_max_lines_is_exact(tmp_path, max_lines: int):
+    # the cap used to be checked per tick (rate/100 lines), so it overshot by up to a tick
+    from serving.ingest import replay
+
+    log = tmp_path / "a.log"
+    log.write_bytes(b"".join(f"line {i}\n".encode() for i in range(200)))
+    publisher = _RecordingPublisher()
+    result = replay(publisher, log, rate=0, end=False, max_lines=max_lines, progress=False)
+    expected = [f"line {i}".encode() for i in range(min(max_lines, 200))]
+    assert [bytes(line).rstrip(b"\n") for line in publisher.lines] == expected
+    assert result["lines"] == len(expected) and not publisher.ended

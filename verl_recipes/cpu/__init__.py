@@ -18,9 +18,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 # verl platform name of the plugin (VERL_PLATFORM)
 PLATFORM_NAME = "cpu"
@@ -73,7 +75,9 @@ PPO_OVERLAY: dict[str, str] = {
     # (update of 8 answers of a 135M model: 420 s in bf16)
     "actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype": "fp32",
     "actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype": "fp32",
-    "critic.model.fsdp_config.mixed_precision.param_dtype": "fp32",
+    # verl 0.9.1 keeps the critic's engine settings in critic.fsdp (critic.model is the HF model)
+    "critic.fsdp.mixed_precision.param_dtype": "fp32",
+    "critic.fsdp.use_torch_compile": "false",
     # one agent-loop worker, one reward worker, no dataloader workers: a laptop has few cores
     "actor_rollout_ref.rollout.agent.num_workers": "1",
     "reward.num_workers": "1",
@@ -149,8 +153,27 @@ def cpu_env(recipe: str | None = None) -> dict[str, str]:
     env = dict(CPU_ENV)
     modules = [env[EXTERNAL_MODULES], *recipe_modules(recipe)]
     env[EXTERNAL_MODULES] = ",".join(dict.fromkeys(modules))
-    env[THREADS] = os.environ.get(THREADS) or str(os.cpu_count() or 1)
+    env[THREADS] = os.environ.get(THREADS) or str(usable_cpus())
     return env
+
+
+def usable_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota.
+
+    ``os.cpu_count()`` counts the host's cores; in a container limited to two of sixty-four, that
+    many OpenMP threads per process would oversubscribe the two.
+
+    >>> usable_cpus(Path("/nonexistent")) == len(os.sched_getaffinity(0))
+    True
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = cpu_max.read_text(encoding="utf-8").split()[:2]
+    except (OSError, ValueError):
+        return max(1, cores)
+    if quota != "max" and int(period) > 0:
+        cores = min(cores, math.ceil(int(quota) / int(period)))
+    return max(1, cores)
 
 
 def cpu_overrides(kind: str, ranks: int = 1, attach: bool = False,
