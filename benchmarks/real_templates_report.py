@@ -207,6 +207,33 @@ def stage_row(name: str, record: Mapping[str, Any], work: Path) -> dict[str, Any
     return row
 
 
+def flat(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as ``{"a.b": value}``."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def superseded_rows(work: Path, records: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Earlier tries of a stage (``<work>/superseded/``): their metrics and what differed."""
+    rows = []
+    for path in sorted((work / "superseded").glob("*.json")):
+        old = json.loads(path.read_text(encoding="utf-8"))
+        metrics = (old.get("summary") or {}).get("metrics") or {}
+        now = flat((records.get(old["name"]) or {}).get("settings") or {})
+        then = flat(old.get("settings") or {})
+        changed = {k: then.get(k) for k in sorted(set(then) | set(now)) if then.get(k) != now.get(k)}
+        rows.append({"stage": old["name"], "finished_at": old.get("finished_at"),
+                     "settings_then": changed, "seconds": old.get("seconds"),
+                     "capped_rate": (old.get("summary") or {}).get("capped_rate"),
+                     **{k: metrics.get(k) for k in ("precision", "recall", "f1", "unknown_rate")}})
+    return sorted(rows, key=lambda r: str(r["finished_at"]))
+
+
 def seed_groups(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Rows named ``<group>_s<seed>`` gathered: F1 mean, sample std, min, max and the seeds."""
     groups: dict[str, list[Mapping[str, Any]]] = {}
@@ -289,6 +316,15 @@ def markdown(results: Mapping[str, Any]) -> str:
         st = results["step_time"]
         lines += ["", f"GRPO step time, same model and batch: verl main_ppo {st['verl_s']:.0f} s, "
                       f"local TRL {st['trl_s']:.0f} s (verl / TRL = {st['ratio']:.2f})"]
+    if results.get("superseded"):
+        lines += ["", "Earlier tries, replaced by the settings above (their settings then):", "",
+                  "| stage | settings then | P | R | F1 | unknown | capped | time s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for row in results["superseded"]:
+            then = ", ".join(f"{k}={v}" for k, v in row["settings_then"].items()) or "same"
+            lines.append(f"| {row['stage']} | {then} | {fmt(row['precision'])} | {fmt(row['recall'])} | "
+                         f"{fmt(row['f1'])} | {fmt(row['unknown_rate'])} | {fmt(row['capped_rate'], 2)} | "
+                         f"{fmt(row['seconds'], 0)} |")
     lines += ["", "RationAnomaly (BGL templates, Llama-2-7B-chat): "
               + ", ".join(f"{name} F1 {f1:.3f}" for name, f1 in PUBLISHED)]
     return "\n".join(lines) + "\n"
@@ -353,17 +389,21 @@ def collect(records: Mapping[str, Any], profile: Mapping[str, Any], work: Path) 
     """Everything the report shows, as one JSON-able dict."""
     rows = [r for r in (stage_row(name, rec, work) for name, rec in records.items()) if r]
     extra = grpo_extra(work)
-    kwargs = {"preset": "rationanomaly",
-              "class_weights": (profile.get("grpo") or {}).get("class_weights")}
+    def reward_kwargs(name: str) -> dict[str, Any]:
+        # each run's own class weights (an ablation changes them), else the profile's
+        grpo = (records[name].get("settings") or {}).get("grpo") or profile.get("grpo") or {}
+        return {"preset": "rationanomaly", "class_weights": grpo.get("class_weights")}
+
     runs = {name: {"steps": verl_steps(work / name / "grpo_metrics.jsonl"),
-                   "rollouts": rollout_steps(work / name / "rollouts", extra, kwargs)}
+                   "rollouts": rollout_steps(work / name / "rollouts", extra, reward_kwargs(name))}
             for name in records if name.startswith("grpo_")}
     data = (records.get("data") or {}).get("summary", {})
     results = {"profile": json.loads(json.dumps(profile, default=str)), "data": data,
                "stages": rows, "seed_groups": seed_groups(rows),
                "grpo_vs_sft": grpo_comparisons(records, work, profile), "grpo_runs": runs,
                "stage_seconds": {name: rec.get("seconds") for name, rec in records.items()},
-               "published": dict(PUBLISHED), "protocol_differences": list(PROTOCOL_DIFFERENCES)}
+               "published": dict(PUBLISHED), "protocol_differences": list(PROTOCOL_DIFFERENCES),
+               "superseded": superseded_rows(work, records)}
     results["step_time"] = step_time(records, runs)
     return results
 

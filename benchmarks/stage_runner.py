@@ -5,7 +5,9 @@ succeeded, with ``stage.json`` recording its settings, the fingerprints of the s
 on, the sha256 of every output file and its wall time. A rerun skips a stage when that record
 exists, its settings and dependencies are unchanged and every listed file still has its sha256;
 otherwise the stage (and, through the fingerprints, everything after it) runs again. An
-interrupted stage leaves only its ``.partial`` folder, which the next run deletes first.
+interrupted stage leaves only its ``.partial`` folder, which the next run deletes first. When a
+rerun replaces a finished stage, the old ``stage.json`` (settings, summary, times) is kept in
+``<root>/superseded/``, so every try of a stage stays on record.
 
 Commands run as subprocesses with their output in the stage's ``logs/``; a failing command stops
 the pipeline with the end of its log.
@@ -17,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -29,11 +32,25 @@ from typing import Any
 logger = logging.getLogger("stage_runner")
 
 RECORD = "stage.json"
+#: where the records of replaced runs are kept (a settings change reruns a stage; its try stays)
+SUPERSEDED = "superseded"
 LOG_TAIL_LINES = 40
 
 
 class StageError(RuntimeError):
     """A stage failed (its message names the stage and the end of the failing command's log)."""
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (``kill``, a CI timeout) into ``SystemExit``, so a running command's group dies.
+
+    Python's default SIGTERM action ends the process without unwinding, which left the running
+    command's tree (Ray, vLLM) behind, still holding the cores.
+    """
+    def _exit(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -176,6 +193,23 @@ class Pipeline:
             return False
         return file_table(self.folder(stage.name)) == record.get("files")
 
+    def superseded(self) -> list[dict[str, Any]]:
+        """Records of earlier runs that a rerun with other settings replaced, oldest first."""
+        folder = self.root / SUPERSEDED
+        records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))]
+        return sorted(records, key=lambda r: str(r.get("finished_at", "")))
+
+    def _keep_superseded(self, name: str) -> None:
+        """Copy the record of the finished run about to be replaced into ``superseded/``."""
+        old = self.record(name)
+        if old is None:
+            return
+        folder = self.root / SUPERSEDED
+        folder.mkdir(exist_ok=True)
+        stamp = re.sub(r"[^0-9T]", "", str(old.get("finished_at", "unknown")))
+        (folder / f"{name}-{stamp}.json").write_text(json.dumps(old, indent=2, default=str) + "\n",
+                                                     encoding="utf-8")
+
     def run(self, stage: Stage) -> dict[str, Any]:
         """Run ``stage`` unless it is done; return its record."""
         if self.is_done(stage):
@@ -198,6 +232,7 @@ class Pipeline:
                   "files": file_table(partial)}
         (partial / RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n",
                                       encoding="utf-8")
+        self._keep_superseded(stage.name)
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
         logger.info("stage %s: finished in %.0f s", stage.name, seconds)

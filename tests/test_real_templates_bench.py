@@ -111,6 +111,44 @@ def real_inputs() -> Path | None:
     return data if all((data / f).is_file() for f in needed) else None
 
 
+RUNNER_SCRIPT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from stage_runner import StageContext, exit_on_sigterm
+exit_on_sigterm()
+ctx = StageContext("s", Path(sys.argv[2]), {}, None)
+ctx.run("child", ["bash", "-c", "echo $$ > " + sys.argv[3] + "; exec sleep 300"])
+"""
+
+
+def test_sigterm_kills_the_running_command_tree(tmp_path: Path) -> None:
+    # kill <benchmark pid> once left Ray and vLLM running, holding the cores
+    import os
+    import signal
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER_SCRIPT, str(ROOT / "benchmarks"),
+                               str(tmp_path), str(pid_file)])
+    deadline = time.monotonic() + 60
+    while not (pid_file.is_file() and pid_file.read_text().strip()):
+        assert runner.poll() is None and time.monotonic() < deadline, "the child never started"
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=60) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "the command outlived the benchmark"
+        time.sleep(0.05)
+
+
+
 @pytest.mark.slow
 def test_real_model_grpo_smoke_through_main_ppo(tmp_path: Path) -> None:
     data = real_inputs()
@@ -139,3 +177,27 @@ def test_real_model_grpo_smoke_through_main_ppo(tmp_path: Path) -> None:
     dumped = report.rollout_steps(work / "grpo_s0" / "rollouts")
     assert [d["step"] for d in dumped] == [1, 2]
     assert all(d["samples"] == g["prompts"] * g["n"] for d in dumped)
+
+
+def test_a_rerun_with_other_settings_keeps_the_earlier_try(tmp_path: Path) -> None:
+    # "report every try": a settings change reruns the stage, and the old result stays on record
+    from stage_runner import Pipeline, Stage
+
+    def body(lr: float):
+        def run(ctx) -> dict:
+            (ctx.work / "out.txt").write_text(str(lr))
+            return {"metrics": {"f1": lr * 100, "precision": 0.5, "recall": 0.25, "unknown_rate": 0.0}}
+        return run
+
+    pipe = Pipeline(tmp_path)
+    first = pipe.run(Stage("sft_rule_s0", body(3e-4), {"sft": {"lr": 3e-4, "epochs": 1}}))
+    assert pipe.superseded() == []
+    pipe.run(Stage("sft_rule_s0", body(3e-4), {"sft": {"lr": 3e-4, "epochs": 1}}))  # skipped
+    assert pipe.superseded() == []
+    second = pipe.run(Stage("sft_rule_s0", body(1e-3), {"sft": {"lr": 1e-3, "epochs": 2}}))
+    assert pipe.superseded() == [first]
+    rows = report.superseded_rows(tmp_path, {"sft_rule_s0": second})
+    assert [(r["stage"], r["settings_then"], r["f1"]) for r in rows] == \
+        [("sft_rule_s0", {"sft.epochs": 1, "sft.lr": 3e-4}, pytest.approx(0.03))]
+    assert "sft.epochs=1, sft.lr=0.0003" in report.markdown({
+        "stages": [], "seed_groups": {}, "grpo_vs_sft": [], "grpo_runs": {}, "superseded": rows})
