@@ -148,7 +148,6 @@ def test_sigterm_kills_the_running_command_tree(tmp_path: Path) -> None:
         time.sleep(0.05)
 
 
-
 @pytest.mark.slow
 def test_real_model_grpo_smoke_through_main_ppo(tmp_path: Path) -> None:
     data = real_inputs()
