@@ -15,6 +15,7 @@ from typing import Any
 from logdata.cliargs import add_command, add_flag, add_input_flag, new_parser
 from logdata.errors import LogDataError, run_cli
 from serving.events import DEFAULT_MAX_LINE_BYTES
+from serving.redis_server import redact_url
 from serving.scoring import BACKENDS, DEFAULT_CACHE_TOKENS, DEFAULT_MAX_BATCH, ONNX_PROVIDERS
 from serving.transport import DEFAULT_LEASE_MS, DEFAULT_PARTITIONS, DEFAULT_PREFIX
 
@@ -39,13 +40,22 @@ def _transport_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _client(url: str) -> Any:
+    """A connected client for ``url`` (``redis://[:PASSWORD@]host:port/db``, or ``rediss://``).
+
+    Raises:
+        LogDataError: One line, the password redacted: refused credentials, or no server.
+    """
     import redis
 
-    client = redis.Redis.from_url(url)
     try:
+        client = redis.Redis.from_url(url)
         client.ping()
-    except redis.RedisError as exc:
-        raise LogDataError(f"cannot reach Redis at {url}: {exc} (start one with "
+    except redis.AuthenticationError as exc:
+        raise LogDataError(f"Redis at {redact_url(url)} refused the credentials ({exc}); give the "
+                           f"password in the URL (redis://:PASSWORD@host:port/db) or ${ENV_URL}"
+                           ) from None
+    except (redis.RedisError, ValueError) as exc:
+        raise LogDataError(f"cannot reach Redis at {redact_url(url)}: {exc} (start one with "
                            "`python -m serving redis start --dir DIR`)") from None
     return client
 
@@ -188,7 +198,7 @@ def _detect(args: argparse.Namespace) -> int:
                           max_line_bytes=args.max_line_bytes, format_name=fmt.get("name", ""),
                           exit_when_idle_s=args.exit_when_idle)
     worker = Worker(transport, config, miner, detector, key_id, windowing)
-    print(f"worker {name}: {mode} detection on {args.redis} ({transport.partitions} partitions, "
+    print(f"worker {name}: {mode} detection on {redact_url(args.redis)} ({transport.partitions} partitions, "
           f"prefix {args.prefix})", flush=True)
     processed = worker.run()
     print(f"worker {name}: stopped after {processed:,} events")

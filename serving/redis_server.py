@@ -6,6 +6,11 @@
 own folder (RDB/AOF files, log) and port (a free one by default), and stops it with ``SHUTDOWN``
 (``NOSAVE`` unless asked) or, when that fails, a signal.
 
+A server may require a password (``requirepass``, written into a ``redis.conf`` of mode 0600 in its
+folder rather than onto its command line) and serve TLS only (:class:`TlsFiles`); :attr:`RedisServer.url`
+then carries both (``rediss://:PASSWORD@127.0.0.1:<port>/0?ssl_ca_certs=…``), the form every
+``python -m serving`` command takes in ``--redis`` / ``$LOGRL_REDIS_URL``.
+
 Command line (used by ``scripts/stream_demo.sh``)::
 
     python -m serving redis start --dir outputs/stream/redis [--port 6390] [--aof]
@@ -23,8 +28,10 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from logdata.errors import LogDataError
 
@@ -55,6 +62,37 @@ def find_redis_server() -> str:
     return binary
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages and logs).
+
+    >>> redact_url("rediss://:s3cret@db.example:6380/0?ssl_cert_reqs=none")
+    'rediss://:***@db.example:6380/0?ssl_cert_reqs=none'
+    >>> redact_url("redis://127.0.0.1:6379/0")
+    'redis://127.0.0.1:6379/0'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{name}:***@{host}"))
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a TLS-only server (``--tls-port``).
+
+    Attributes:
+        cert: The server certificate.
+        key: Its private key.
+        ca: The CA that signed it (clients verify the server against it).
+    """
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
@@ -71,26 +109,46 @@ class RedisServer:
         aof: Append-only file on, fsync'd on every write (``appendfsync always``), so an
             acknowledged write survives a crash or restart.
         max_memory: ``maxmemory`` (e.g. ``2gb``); None leaves it unset.
+        password: ``requirepass``: clients must authenticate (None: no password).
+        tls: Serve TLS only, on ``port``, with these files (None: plain TCP).
     """
 
     def __init__(self, folder: Path, port: int = 0, aof: bool = False,
-                 max_memory: str | None = None) -> None:
+                 max_memory: str | None = None, password: str | None = None,
+                 tls: TlsFiles | None = None) -> None:
         self.folder = Path(folder)
         self.port = port or free_port()
         self.aof = aof
         self.max_memory = max_memory
+        self.password = password
+        self.tls = tls
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:<port>/0``."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """``redis://127.0.0.1:<port>/0``; ``rediss://`` with TLS, ``:PASSWORD@`` with a password."""
+        scheme = "rediss" if self.tls else "redis"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        query = f"?ssl_ca_certs={quote(str(Path(self.tls.ca).resolve()))}" if self.tls else ""
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/0{query}"
 
     def command(self) -> list[str]:
-        """The server's command line."""
-        args = [find_redis_server(), "--bind", "127.0.0.1", "--port", str(self.port),
-                "--dir", str(self.folder.resolve()), "--logfile", "redis.log",
-                "--save", "", "--protected-mode", "yes", "--daemonize", "no"]
+        """The server's command line (a password goes into ``redis.conf``, not onto it)."""
+        args = [find_redis_server()]
+        if self.password:
+            conf = self.folder / "redis.conf"
+            conf.write_text(f'requirepass "{self.password}"\n', encoding="utf-8")
+            conf.chmod(0o600)
+            args.append(str(conf.resolve()))
+        port = ["--port", "0", "--tls-port", str(self.port)] if self.tls else ["--port", str(self.port)]
+        args += ["--bind", "127.0.0.1", *port,
+                 "--dir", str(self.folder.resolve()), "--logfile", "redis.log",
+                 "--save", "", "--protected-mode", "yes", "--daemonize", "no"]
+        if self.tls:
+            args += ["--tls-cert-file", str(Path(self.tls.cert).resolve()),
+                     "--tls-key-file", str(Path(self.tls.key).resolve()),
+                     "--tls-ca-cert-file", str(Path(self.tls.ca).resolve()),
+                     "--tls-auth-clients", "no"]
         if self.aof:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         if self.max_memory:
@@ -104,6 +162,8 @@ class RedisServer:
             LogDataError: When it does not come up (the tail of its log is in the message).
         """
         self.folder.mkdir(parents=True, exist_ok=True)
+        if self.password and any(c in self.password for c in '"\\\n'):
+            raise LogDataError("a redis password must not hold quotes, backslashes or newlines")
         self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -113,7 +173,8 @@ class RedisServer:
             if self.ping():
                 (self.folder / PORT_FILE).write_text(f"{self.port}\n")
                 (self.folder / PID_FILE).write_text(f"{self.process.pid}\n")
-                logger.info("redis-server on %s (folder %s, aof %s)", self.url, self.folder, self.aof)
+                logger.info("redis-server on %s (folder %s, aof %s)", redact_url(self.url),
+                            self.folder, self.aof)
                 return self
             time.sleep(0.05)
         log = (self.folder / "redis.log")
@@ -122,9 +183,14 @@ class RedisServer:
         raise LogDataError(f"redis-server did not start on port {self.port}: {' | '.join(tail)}")
 
     def client(self, **kwargs: Any) -> Any:
-        """A ``redis.Redis`` client for this server."""
+        """A ``redis.Redis`` client for this server (its password and TLS settings applied)."""
         import redis
 
+        if self.password:
+            kwargs.setdefault("password", self.password)
+        if self.tls:
+            kwargs.setdefault("ssl", True)
+            kwargs.setdefault("ssl_ca_certs", str(self.tls.ca))
         return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
 
     def ping(self) -> bool:

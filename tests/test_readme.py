@@ -34,6 +34,9 @@ COMMANDS_RUN = {
                                                      '"-m", "verl_recipes.local.keyseq.pretrain"'),
     "python validation/keyseq_detect.py": ("tests/test_keyseq_detect.py", '"keyseq_detect.py"'),
     "make stream-demo": ("Makefile", "stream-demo: install"),
+    "make real-model": ("Makefile", "test: install redis real-model"),
+    # the smoke profile of the same script, through verl's main_ppo with the real model
+    "make real-bench": ("tests/test_real_templates_bench.py", '"real_templates.py"'),
     "python -m serving redis": ("scripts/stream_demo.sh", '-m serving redis start'),
     "python -m serving detect": ("scripts/stream_demo.sh", '-m serving detect'),
     "python -m serving replay": ("scripts/stream_demo.sh", '-m serving replay'),

@@ -200,3 +200,23 @@ def test_a_rerun_with_other_settings_keeps_the_earlier_try(tmp_path: Path) -> No
         [("sft_rule_s0", {"sft.epochs": 1, "sft.lr": 3e-4}, pytest.approx(0.03))]
     assert "sft.epochs=1, sft.lr=0.0003" in report.markdown({
         "stages": [], "seed_groups": {}, "grpo_vs_sft": [], "grpo_runs": {}, "superseded": rows})
+
+
+def test_a_later_grpo_try_is_its_own_stage_with_its_own_settings(tmp_path: Path) -> None:
+    # a try changes only what it names; the first GRPO run keeps the profile's settings
+    b = bench.Bench(tmp_path, tmp_path, tmp_path / "model", "full")
+    base, tries = bench.PROFILES["full"]["grpo"], bench.PROFILES["full"]["grpo_tries"]
+    stages = {s.name: s for s in b.stages()}
+    for name, changes in tries.items():
+        stage = stages[f"grpo_{name}_s0"]
+        assert stage.settings["grpo"] == {**base, **changes}
+        assert stage.after == stages["grpo_s0"].after
+        overrides = b.grpo_overrides(tmp_path / "start", tmp_path / "ckpt", "/tmp/r", 0,
+                                     tmp_path / "m.jsonl", tmp_path / "r", stage.settings["grpo"])
+        assert f"actor_rollout_ref.actor.optim.lr={changes['lr']}" in overrides
+        assert f"actor_rollout_ref.rollout.n={changes['n']}" in overrides
+        assert f"data.train_batch_size={changes['prompts']}" in overrides
+        for label, weight in changes["class_weights"].items():
+            assert f"reward.custom_reward_function.reward_kwargs.class_weights.{label}={weight}" \
+                in overrides
+    assert stages["grpo_s0"].settings["grpo"] == base

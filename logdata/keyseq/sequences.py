@@ -73,6 +73,13 @@ from logdata.errors import LogDataError
 from logdata.formats import LOGGPT_DRAIN
 from logdata.io import atomic_write_parquet, read_parquet, require_file, sha256_file
 from logdata.keyseq.grouping import TIME_GRIDS, WindowSpec, build_sequences
+from logdata.keyseq.key_files import (
+    KEY_FILE_ROLES,
+    check_import_flags,
+    given_key_files,
+    read_key_files,
+    split_key_files,
+)
 from logdata.keyseq.vocab import UNK, KeyVocab
 from logdata.schema import REQUIRED_COLUMNS, REWARD_STYLE
 from logdata.staging import META, read_meta, staged_output, verify_file, write_meta
@@ -105,6 +112,8 @@ KNOWN_SOURCES = ("bgl", "spirit", "thunderbird", "hdfs", "synthetic")
 #: Where the data stage's ``meta.json`` names the dataset, in order of preference.
 META_DATASET_KEYS: tuple[tuple[str, ...], ...] = (("dataset",), ("params", "dataset"),
                                                   ("format", "name"))
+#: The protocol recorded for sequences imported from key files (not a ``--protocol`` choice).
+KEY_FILES_PROTOCOL = "key_files"
 #: What to do with sequences longer than the context: leave them out, or split them into chunks.
 LONG_SEQUENCES = ("drop", "chunk")
 
@@ -132,6 +141,9 @@ class ProtocolDefaults:
 PROTOCOL_DEFAULTS: dict[str, ProtocolDefaults] = {
     "loggpt": ProtocolDefaults(LOGGPT_CONTEXT, "drop", "loggpt", ("train", "val")),
     "chronological": ProtocolDefaults(1024, "chunk", "half_open", ("train",)),
+    # DeepLog-format files (logdata.keyseq.key_files): the split is given by the files; long
+    # sequences are chunked so that no test sequence is lost
+    KEY_FILES_PROTOCOL: ProtocolDefaults(LOGGPT_CONTEXT, "chunk", "half_open", ("train", "val")),
 }
 
 
@@ -413,6 +425,38 @@ def build_sequence_datasets(frame: pd.DataFrame, out_dir: Path, config: Sequence
     return meta
 
 
+def build_key_file_datasets(files: dict[str, Path], out_dir: Path, config: SequenceConfig,
+                            overwrite: bool = False) -> dict[str, Any]:
+    """Import DeepLog-format key files (:mod:`logdata.keyseq.key_files`) as a sequence dataset.
+
+    Args:
+        files: The three files, by :data:`logdata.keyseq.key_files.KEY_FILE_ROLES` key.
+        out_dir: Output folder; the same files as :func:`build_sequence_datasets` writes.
+        config: Parameters; ``protocol`` must be :data:`KEY_FILES_PROTOCOL`.
+        overwrite: Replace the outputs ``out_dir`` already holds instead of refusing.
+
+    Returns:
+        The ``meta.json`` payload (``key_files``: what each file held, malformed lines included).
+
+    Raises:
+        LogDataError: On bad parameters or files (see :func:`logdata.keyseq.key_files.read_key_file`).
+    """
+    config.check()
+    config = config.resolved()
+    seqs, reports = read_key_files(files)
+    n_read = len(seqs)
+    seqs = apply_long_sequence_rule(seqs.reset_index(drop=True), config)
+    splits = split_key_files(seqs, config.val_ratio, config.seed, _val_count)
+    with staged_output(out_dir, produces=OUTPUTS, overwrite=overwrite) as stage:
+        meta = write_splits({k: v.drop(columns="role") for k, v in splits.items()}, stage, config)
+        meta.update({"sequences_total": len(seqs), "dropped_long_sequences": n_read - len(seqs),
+                     "source": None, "parser": None, "data_source_from": "--data-source",
+                     "key_files": {dest: r.as_dict() for dest, r in reports.items()}})
+        meta = write_meta(stage, meta)
+    logger.info("wrote %s: %s", out_dir, {k: v["rows"] for k, v in meta["counts"].items()})
+    return meta
+
+
 def _same_folder(a: Path, b: Path) -> bool:
     """Whether two paths name the same folder (``b`` may not exist yet)."""
     return a.resolve() == Path(b).resolve()
@@ -429,17 +473,48 @@ def _write_sequence_datasets(frame: pd.DataFrame, out_dir: Path, config: Sequenc
     if seqs.empty:
         raise LogDataError(f"no sequence with >= {config.window.min_events} events; "
                            "check --window/--window-size")
-    max_keys = int(config.context) - CONTEXT_OVERHEAD
     n_built = len(seqs)
-    if config.long_sequences == "drop":
-        seqs = drop_long_sequences(seqs, max_keys)
-        if n_built > len(seqs):
-            logger.info("left out %d sequences longer than %d keys", n_built - len(seqs), max_keys)
-        if seqs.empty:
-            raise LogDataError(f"every sequence is longer than {max_keys} keys; raise --context "
-                               "or pass --long-sequences chunk")
-    splits = PROTOCOLS[config.protocol](seqs, config)
+    seqs = apply_long_sequence_rule(seqs, config)
+    meta = write_splits(PROTOCOLS[config.protocol](seqs, config), out_dir, config)
+    meta.update({
+        "sequences_total": len(seqs),
+        "dropped_long_sequences": n_built - len(seqs),
+        "source": {"path": source.name, "sha256": sha256_file(source)} if source else None,
+        "parser": parser_settings(source),
+    })
+    warn_parser_mismatch(config.protocol, config.data_source, meta["parser"])
+    return meta
+
+
+def apply_long_sequence_rule(seqs: pd.DataFrame, config: SequenceConfig) -> pd.DataFrame:
+    """The sequences, without those longer than the context under ``drop`` (logged).
+
+    Raises:
+        LogDataError: When ``drop`` leaves no sequence.
+    """
+    if config.long_sequences != "drop":
+        return seqs
+    max_keys = int(config.context) - CONTEXT_OVERHEAD
+    kept = drop_long_sequences(seqs, max_keys)
+    if len(seqs) > len(kept):
+        logger.info("left out %d sequences longer than %d keys", len(seqs) - len(kept), max_keys)
+    if kept.empty:
+        raise LogDataError(f"every sequence is longer than {max_keys} keys; raise --context "
+                           "or pass --long-sequences chunk")
+    return kept
+
+
+def write_splits(splits: dict[str, pd.DataFrame], out_dir: Path,
+                 config: SequenceConfig) -> dict[str, Any]:
+    """Write split sequences as chunked parquet, the vocabulary and the RL rows into ``out_dir``.
+
+    The vocabulary comes from the protocol's :attr:`ProtocolDefaults.vocab_splits`.
+
+    Returns:
+        The ``meta.json`` keys every build shares (parameters, counts, vocabulary).
+    """
     warn_single_class(splits)
+    max_keys = int(config.context) - CONTEXT_OVERHEAD
     vocab_splits = PROTOCOL_DEFAULTS[config.protocol].vocab_splits
     vocab = KeyVocab.build([keys for name in vocab_splits for keys in splits[name]["keys"]])
     stats: dict[str, Any] = {}
@@ -458,22 +533,17 @@ def _write_sequence_datasets(frame: pd.DataFrame, out_dir: Path, config: Sequenc
         atomic_write_parquet(rl, out_dir / f"{rl_name}.parquet")
         stats[rl_name] = {"rows": len(rl)}
     params = asdict(config)
-    meta = {
+    return {
         "kind": "keyseq",
         "params": params,
         "params_hash": hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16],
         "counts": stats,
-        "sequences_total": len(seqs),
-        "dropped_long_sequences": n_built - len(seqs),
-        "chunked_sequences": int((seqs["n_events"] > max_keys).sum()),
+        "chunked_sequences": int(sum((split["n_events"] > max_keys).sum()
+                                     for split in splits.values())),
         "vocab_splits": list(vocab_splits),
         "vocab_size": len(vocab),
         "n_keys_train": len(vocab.keys),
-        "source": {"path": source.name, "sha256": sha256_file(source)} if source else None,
-        "parser": parser_settings(source),
     }
-    warn_parser_mismatch(config.protocol, config.data_source, meta["parser"])
-    return meta
 
 
 def warn_single_class(splits: dict[str, pd.DataFrame]) -> None:
@@ -605,7 +675,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(
         subparsers, "sequences", "log-key sequences, vocabulary and RL prefixes for next-key models",
         description=__doc__.split("\n\n")[0])
-    add_input_flag(parser, "structured.parquet", aliases=("--structured",))
+    add_input_flag(parser, "structured.parquet (or the three --keys-* files instead)",
+                   aliases=("--structured",), required=False)
+    for dest, role in KEY_FILE_ROLES.items():
+        add_flag(parser, role.flag, dest=dest, type=Path, default=None, metavar="FILE",
+                 help=f"DeepLog-format {role.split} sequences, all {role.label} (one per line, "
+                      "space-separated integer keys, optionally 'id,' first), in place of --input")
     add_out_flag(parser, "output folder")
     add_flag(parser, "--protocol", choices=sorted(PROTOCOLS), default="loggpt",
              help="split protocol: loggpt (LogGPT's normal draw) or chronological")
@@ -643,8 +718,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+#: ``sequences`` flags that only apply to raw-log sequences (``--input``), by destination.
+RAW_LOG_ONLY_FLAGS = ("window", "window_size", "window_step", "min_events", "time_grid")
+
+
+def run_key_file_import(args: argparse.Namespace) -> int:
+    """``sequences --keys-train … --keys-test-normal … --keys-test-abnormal …``."""
+    files = check_import_flags(args, RAW_LOG_ONLY_FLAGS)
+    config = SequenceConfig(
+        data_source=args.data_source, window=DEFAULT_WINDOWS["hdfs"], protocol=KEY_FILES_PROTOCOL,
+        context=args.context, long_sequences=args.long_sequences,
+        prefix_ratio=args.prefix_ratio, seed=args.seed, val_ratio=args.val_ratio)
+    meta = build_key_file_datasets(files, args.out, config, overwrite=args.overwrite)
+    skipped = sum(r["malformed"] for r in meta["key_files"].values())
+    counts = ", ".join(f"{k} {v['rows']}" for k, v in meta["counts"].items())
+    print(f"wrote {args.out}: {counts}; vocab {meta['vocab_size']} tokens; "
+          f"{skipped} malformed line(s) skipped")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the ``sequences`` subcommand; returns the exit status."""
+    if given_key_files(args):
+        return run_key_file_import(args)
+    if args.input is None:
+        raise LogDataError("pass --input structured.parquet, or the three --keys-* files")
     require_file(args.input, "structured parquet")
     verify_file(args.input)
     frame = read_parquet(args.input)
