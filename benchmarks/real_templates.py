@@ -52,7 +52,14 @@ for entry in (ROOT, ROOT / "benchmarks"):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
-from stage_runner import Pipeline, Stage, StageContext, StageError, exit_on_sigterm  # noqa: E402
+from stage_runner import (  # noqa: E402
+    Pipeline,
+    Stage,
+    StageContext,
+    StageError,
+    exit_on_sigterm,
+    run_stages,
+)
 
 from logdata.templates.labelled import read_pinned  # noqa: E402
 from logdata.templates.patch import normalise  # noqa: E402
@@ -564,24 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     work = (args.work or ROOT / "outputs" / ("real_templates" if args.profile == "full"
                                             else f"real_templates_{args.profile}")).resolve()
     bench = Bench(work, data, model, args.profile)
-    stages = bench.stages()
-    wanted = set(args.only.split(",")) if args.only else None
-    unknown = (wanted or set()) - {s.name for s in stages}
-    if unknown:
-        raise SystemExit(f"error: unknown stage(s) {sorted(unknown)}; stages: "
-                         f"{', '.join(s.name for s in stages)}")
-    records: dict[str, Any] = {}
-    for index, stage in enumerate(stages, 1):
-        if wanted is not None and stage.name not in wanted:
-            if bench.pipeline.is_done(stage):
-                records[stage.name] = bench.pipeline.record(stage.name)
-            continue
-        logger.info("[%d/%d] %s", index, len(stages), stage.name)
-        try:
-            records[stage.name] = bench.pipeline.run(stage)
-        except StageError as err:
-            logger.error("%s", err)
-            return 1
+    records = run_stages(bench.pipeline, bench.stages(), args.only)
+    if records is None:
+        return 1
     results = args.results or (RESULTS if args.profile == "full" else None)
     if results is not None:
         from real_templates_report import write_report

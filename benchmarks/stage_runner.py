@@ -237,3 +237,34 @@ class Pipeline:
         partial.rename(final)
         logger.info("stage %s: finished in %.0f s", stage.name, seconds)
         return record
+
+
+def run_stages(pipeline: Pipeline, stages: Sequence[Stage], only: str | None) -> dict[str, Any] | None:
+    """Run ``stages`` in order (only those named in the comma-separated ``only``, when given).
+
+    Stages left out keep their finished records in the result, so a report sees them.
+
+    Returns:
+        ``{name: record}``, or None when a stage failed (logged with the end of its log).
+
+    Raises:
+        SystemExit: When ``only`` names an unknown stage (one line listing the stages).
+    """
+    wanted = set(only.split(",")) if only else None
+    unknown = (wanted or set()) - {s.name for s in stages}
+    if unknown:
+        raise SystemExit(f"error: unknown stage(s) {sorted(unknown)}; stages: "
+                         f"{', '.join(s.name for s in stages)}")
+    records: dict[str, Any] = {}
+    for index, stage in enumerate(stages, 1):
+        if wanted is not None and stage.name not in wanted:
+            if pipeline.is_done(stage):
+                records[stage.name] = pipeline.record(stage.name)
+            continue
+        logger.info("[%d/%d] %s", index, len(stages), stage.name)
+        try:
+            records[stage.name] = pipeline.run(stage)
+        except StageError as err:
+            logger.error("%s", err)
+            return None
+    return records

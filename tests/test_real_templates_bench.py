@@ -220,3 +220,29 @@ def test_a_later_grpo_try_is_its_own_stage_with_its_own_settings(tmp_path: Path)
             assert f"reward.custom_reward_function.reward_kwargs.class_weights.{label}={weight}" \
                 in overrides
     assert stages["grpo_s0"].settings["grpo"] == base
+
+
+def test_run_stages_runs_the_named_ones_and_keeps_the_finished_records(tmp_path: Path) -> None:
+    from stage_runner import Pipeline, Stage, StageError, run_stages
+
+    calls: list[str] = []
+
+    def body(name: str, fail: bool = False):
+        def run(ctx) -> dict:
+            calls.append(name)
+            if fail:
+                raise StageError(f"{name} failed")
+            (ctx.work / "out.txt").write_text(name)
+            return {"name": name}
+        return run
+
+    pipe = Pipeline(tmp_path)
+    stages = [Stage("a", body("a"), {}), Stage("b", body("b"), {}, ("a",))]
+    with pytest.raises(SystemExit, match="unknown stage"):
+        run_stages(pipe, stages, "a,zzz")
+    assert calls == []
+    assert set(run_stages(pipe, stages, "a")) == {"a"}
+    assert calls == ["a"]
+    assert set(run_stages(pipe, stages, "b")) == {"a", "b"}  # a: its finished record, not rerun
+    assert calls == ["a", "b"]
+    assert run_stages(pipe, [Stage("c", body("c", fail=True), {})], None) is None
