@@ -15,7 +15,9 @@ Detectors, every one scored on the same test blocks and (where it has a K) over 
 * LogGPT-size GPT-2 pretrained on normal blocks (``verl_recipes.local.keyseq.pretrain``), then
   fine-tuned three ways from it with the same steps (``verl_recipes.local.keyseq.rl``): LogGPT's
   ±1 REINFORCE, LogNEO's position-aware PPO, and LogNEO's PPO with the CE regulariser; the RL runs'
-  own ``best/`` checkpoint (validation normal-key recall) and their ``last/`` are both scored.
+  own ``best/`` checkpoint (validation normal-key recall) and their ``last/`` are both scored;
+  and ``topk_margin``, our teacher-forced objective aligned with what top-K detection judges
+  (:mod:`verl_recipes.local.keyseq.rl`), with the same steps, batch and learning rate.
 
 Every stage is a folder under ``--work`` (:mod:`stage_runner`): a stage whose outputs exist and
 verify is skipped, so an interrupted run resumes; ``--only a,b`` runs some stages. Results:
@@ -28,7 +30,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -42,12 +43,21 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE), str(ROOT / "scripts")]
 
-from stage_runner import Pipeline, Stage, StageContext, exit_on_sigterm, run_stages  # noqa: E402
+from stage_runner import (  # noqa: E402
+    Pipeline,
+    Stage,
+    StageContext,
+    benchmark_parser,
+    default_data,
+    run_and_report,
+    start,
+    work_folder,
+)
 
 logger = logging.getLogger("real_keyseq")
 
 RESULTS = HERE / "results"
-RL_VARIANTS = ("loggpt_reinforce", "logneo_ppo", "logneo_ppo_ce")
+RL_VARIANTS = ("loggpt_reinforce", "logneo_ppo", "logneo_ppo_ce", "topk_margin")
 #: K values of every sweep (HDFS has 15 keys; LogGPT's K for HDFS is 7, DeepLog's g is 9)
 SWEEP = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12)
 
@@ -84,13 +94,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         "block_limit": 30000,
     },
 }
-
-
-def default_data() -> Path:
-    """``$LOGRL_TEST_DATA`` or ``../shared/data`` (the folder holding ``hdfs_2pct/``)."""
-    import os
-
-    return Path(os.environ.get("LOGRL_TEST_DATA") or ROOT.parent / "shared" / "data")
 
 
 def check_inputs(data: Path) -> tuple[Path, Path]:
@@ -305,36 +308,19 @@ class Bench:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="full",
-                        help="sizes of every stage (default: full)")
-    parser.add_argument("--work", type=Path, default=None,
-                        help="stage folders (default: outputs/real_keyseq[_PROFILE])")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="real-data folder (default: $LOGRL_TEST_DATA, else ../shared/data)")
-    parser.add_argument("--only", default=None, help="comma-separated stage names (default: all)")
-    parser.add_argument("--results", type=Path, default=None,
-                        help="folder of the results files (default: benchmarks/results for the "
-                             "full profile, none otherwise)")
-    args = parser.parse_args(argv)
-    exit_on_sigterm()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
-                        datefmt="%H:%M:%S")
-    data = (args.data or default_data()).resolve()
+    description = __doc__.split("\n\n")[0]
+    args = benchmark_parser(description, list(PROFILES), "real_keyseq").parse_args(argv)
+    start()
+    data = (args.data or default_data(ROOT)).resolve()
     check_inputs(data)
-    work = (args.work or ROOT / "outputs" / ("real_keyseq" if args.profile == "full"
-                                            else f"real_keyseq_{args.profile}")).resolve()
+    work = work_folder(args, ROOT, "real_keyseq")
     bench = Bench(work, data, args.profile)
-    records = run_stages(bench.pipeline, bench.stages(), args.only)
-    if records is None:
-        return 1
-    results = args.results or (RESULTS if args.profile == "full" else None)
-    if results is not None:
-        from real_keyseq_report import write_report
+    from real_keyseq_report import write_report
 
-        paths = write_report(records, PROFILES[args.profile], work, results)
-        logger.info("results: %s", ", ".join(str(p) for p in paths))
-    return 0
+    results = args.results or (RESULTS if args.profile == "full" else None)
+    return run_and_report(bench.pipeline, bench.stages(), args.only, results,
+                          lambda records: write_report(records, PROFILES[args.profile], work,
+                                                       results))
 
 
 if __name__ == "__main__":

@@ -411,13 +411,9 @@ def collect(records: Mapping[str, Any], profile: Mapping[str, Any], work: Path) 
 def write_report(records: Mapping[str, Any], profile: Mapping[str, Any], work: Path,
                  out: Path) -> list[Path]:
     """Write ``real_templates.{json,md,png}`` into ``out``; return their paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    results = collect(records, profile, work)
-    paths = [out / "real_templates.json", out / "real_templates.md", out / "real_templates.png"]
-    paths[0].write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
-    paths[1].write_text(markdown(results), encoding="utf-8")
-    plot(results, paths[2])
-    return paths
+    from stage_runner import write_results
+
+    return write_results(out, "real_templates", collect(records, profile, work), markdown, plot)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

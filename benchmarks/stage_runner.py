@@ -268,3 +268,74 @@ def run_stages(pipeline: Pipeline, stages: Sequence[Stage], only: str | None) ->
             logger.error("%s", err)
             return None
     return records
+
+
+def default_data(repo_root: Path) -> Path:
+    """``$LOGRL_TEST_DATA`` when set and not empty, else ``../shared/data`` beside the repository."""
+    env = os.environ.get("LOGRL_TEST_DATA", "").strip()
+    return Path(env) if env else repo_root.parent / "shared" / "data"
+
+
+def benchmark_parser(description: str, profiles: Sequence[str], name: str) -> Any:
+    """The flags every staged benchmark takes: ``--profile --work --data --only --results``.
+
+    Args:
+        description: The ``--help`` text.
+        profiles: Profile names (``full`` is the default).
+        name: The benchmark's name, for the default work folder ``outputs/<name>[_PROFILE]``.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--profile", choices=sorted(profiles), default="full",
+                        help="sizes of every stage (default: full)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help=f"stage folders (default: outputs/{name}[_PROFILE])")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="real-data folder (default: $LOGRL_TEST_DATA, else ../shared/data)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated stage names to run (default: all)")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="folder of the results files (default: benchmarks/results for the "
+                             "full profile, none otherwise)")
+    return parser
+
+
+def work_folder(args: Any, repo_root: Path, name: str) -> Path:
+    """``--work``, else ``outputs/<name>`` (``outputs/<name>_<profile>`` for other profiles)."""
+    default = name if args.profile == "full" else f"{name}_{args.profile}"
+    return (args.work or repo_root / "outputs" / default).resolve()
+
+
+def start() -> None:
+    """What every staged benchmark does first: SIGTERM handling and timestamped logging."""
+    exit_on_sigterm()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        datefmt="%H:%M:%S")
+
+
+def run_and_report(pipeline: Pipeline, stages: Sequence[Stage], only: str | None,
+                   results: Path | None, write: Callable[[dict[str, Any]], list[Path]]) -> int:
+    """:func:`run_stages`, then ``write(records)`` into ``results`` (skipped when None).
+
+    Returns:
+        The exit status: 0, or 1 when a stage failed.
+    """
+    records = run_stages(pipeline, stages, only)
+    if records is None:
+        return 1
+    if results is not None:
+        logger.info("results: %s", ", ".join(str(p) for p in write(records)))
+    return 0
+
+
+def write_results(out: Path, stem: str, results: Mapping[str, Any],
+                  markdown: Callable[[Mapping[str, Any]], str],
+                  plot: Callable[[Mapping[str, Any], Path], None]) -> list[Path]:
+    """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` into ``out``; return their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.json", out / f"{stem}.md", out / f"{stem}.png"]
+    paths[0].write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
+    paths[1].write_text(markdown(results), encoding="utf-8")
+    plot(results, paths[2])
+    return paths

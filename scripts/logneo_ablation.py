@@ -369,7 +369,9 @@ def rl_config(variant: str, settings: Settings, k: int, seed: int) -> Any:
     return {"loggpt_reinforce": replace(base, algorithm="reinforce", reward="loggpt", ce_coef=0.0),
             "logneo_ppo": replace(base, algorithm="ppo", reward="logneo", ce_coef=0.0),
             "logneo_ppo_ce": replace(base, algorithm="ppo", reward="logneo",
-                                     ce_coef=settings.ce_coef)}[variant]
+                                     ce_coef=settings.ce_coef),
+            "topk_margin": replace(base, algorithm="topk_margin", reward="loggpt",
+                                   ce_coef=0.0)}[variant]
 
 
 def score(model: Path, data: Path, out: Path, k: int, types: dict[str, str]) -> dict[str, Any]:

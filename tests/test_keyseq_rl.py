@@ -328,7 +328,7 @@ def test_cli_reinforce_run_and_refusals(keyseq_data, tmp_path, capsys):
     assert rl.main([*argv[:-1], "--out", str(tmp_path / "x"), "--clip", "0"]) == 2
 
 
-@pytest.mark.parametrize("algorithm", ["ppo", "reinforce"])
+@pytest.mark.parametrize("algorithm", ["ppo", "reinforce", "topk_margin"])
 def test_rl_raises_the_reward_on_deterministic_cycles(keyseq_data, tmp_path, algorithm):
     """The keys cycle E1 E2 E3 E4, so every continuation is predictable: the reward must rise."""
     data, model_dir = keyseq_data  # a randomly initialised model
@@ -356,3 +356,26 @@ def test_model_train_sh_local_logneo_runs_the_local_trainer(keyseq_data, tmp_pat
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [r["step"] for r in _rows(tmp_path / "run")] == [0, 1]
+
+
+def test_topk_margin_moves_only_keys_outside_the_margin(keyseq_data):
+    """The hinge is zero for a gold key already leading the K-th by more than the margin."""
+    from verl_recipes.local.keyseq.rl_losses import topk_margin_loss
+
+    logits = torch.tensor([[[9.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]], requires_grad=True)
+    targets = torch.tensor([[0, 1]])  # the first leads by 9, the second trails by 1 (rank 1)
+    loss, inside = topk_margin_loss(logits, targets, torch.ones(1, 2), k=1, margin=1.0)
+    loss.backward()
+    assert inside.item() == 0.5
+    assert logits.grad[0, 0].abs().max() < 1e-3  # softplus(1 - 9) ~ 3e-4: nearly no push
+    assert logits.grad[0, 1, 1] < 0 and logits.grad[0, 1, 2] > 0  # raise gold, lower the rival
+
+
+def test_topk_margin_step_targets_eos_where_the_detector_judges_it(keyseq_data):
+    trainer = _trainer(keyseq_data, algorithm="topk_margin", ce_coef=0.0)
+    episodes = trainer.episodes[:4]
+    trainer.judge_eos = False
+    without = trainer.margin_update(episodes)["tokens"]
+    trainer.judge_eos = True
+    with_eos = trainer.margin_update(episodes)["tokens"]
+    assert with_eos == without + len(episodes)

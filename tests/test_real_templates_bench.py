@@ -216,6 +216,8 @@ def test_a_later_grpo_try_is_its_own_stage_with_its_own_settings(tmp_path: Path)
         assert f"actor_rollout_ref.actor.optim.lr={changes['lr']}" in overrides
         assert f"actor_rollout_ref.rollout.n={changes['n']}" in overrides
         assert f"data.train_batch_size={changes['prompts']}" in overrides
+        temperature = changes.get("temperature", base["temperature"])
+        assert f"actor_rollout_ref.rollout.temperature={temperature}" in overrides
         for label, weight in changes["class_weights"].items():
             assert f"reward.custom_reward_function.reward_kwargs.class_weights.{label}={weight}" \
                 in overrides

@@ -22,6 +22,13 @@ Algorithms (``--algorithm``):
 * ``reinforce`` (LogGPT): baseline-free REINFORCE, loss ``−r_t·log π(y_t)`` with each key's own
   reward (``sequence``: the sequence's reward on every key), one update per batch, no critic and
   no KL penalty (the KL is still logged). Default reward ``loggpt`` (``±1`` per key).
+* ``topk_margin`` (ours, aligned with what top-K detection judges): nothing is sampled; the gold
+  continuation of each prompt (plus ``<eos>`` where the detector judges it) is teacher forced and
+  every gold key's lead over the K-th strongest other key is pushed above ``--margin`` by a smooth
+  hinge (:func:`~verl_recipes.local.keyseq.rl_losses.topk_margin_loss`: zero loss once a normal
+  key sits safely inside the top-K, so only the positions that would raise a false alarm
+  move), plus ``β·KL(π_ref ‖ π)`` over the full distribution (``--kl-coef``) and ``μ·CE``. Its
+  logged reward is LogGPT's ``±1`` top-K reward of the gold keys.
 
 **CE regulariser.** ``μ`` (``--ce-coef``; 0 disables) times the next-key cross-entropy of the gold
 continuation of the same prompts, teacher forced (token mean), is added to the actor loss.
@@ -121,11 +128,12 @@ from verl_recipes.local.keyseq.rl_rollout import (
 
 logger = logging.getLogger(__name__)
 
-ALGORITHMS: tuple[str, ...] = ("ppo", "reinforce")
-#: Reward preset per algorithm when ``--reward`` is not given.
-DEFAULT_REWARD: dict[str, str] = {"ppo": "logneo", "reinforce": "loggpt"}
+ALGORITHMS: tuple[str, ...] = ("ppo", "reinforce", "topk_margin")
+#: Reward preset per algorithm when ``--reward`` is not given (``topk_margin`` samples nothing:
+#: its logged reward is LogGPT's ±1 top-K reward of the gold keys, teacher forced).
+DEFAULT_REWARD: dict[str, str] = {"ppo": "logneo", "reinforce": "loggpt", "topk_margin": "loggpt"}
 #: CE regulariser weight per algorithm when ``--ce-coef`` is not given (LogNEO uses one).
-DEFAULT_CE: dict[str, float] = {"ppo": 0.1, "reinforce": 0.0}
+DEFAULT_CE: dict[str, float] = {"ppo": 0.1, "reinforce": 0.0, "topk_margin": 0.0}
 STATE_FILE = "trainer_state.json"
 SUMMARY_FILE = "rl_summary.json"
 BEST_FILE = "rl_best.json"
@@ -157,6 +165,7 @@ class RLConfig:
         gamma: Discount of GAE.
         lam: ``λ`` of GAE.
         ce_coef: ``μ`` of the CE regulariser (None: the algorithm's; 0 disables).
+        margin: ``m`` of ``topk_margin``: the logit lead a gold key should hold over the K-th.
         temperature: Sampling temperature (log-probabilities use the same).
         whiten: Whiten PPO advantages over the batch.
         max_grad_norm: Gradient clipping norm (0: off).
@@ -183,6 +192,7 @@ class RLConfig:
     gamma: float = 1.0
     lam: float = 0.95
     ce_coef: float | None = None
+    margin: float = 1.0
     temperature: float = 1.0
     whiten: bool = True
     max_grad_norm: float = 1.0
@@ -397,6 +407,7 @@ class ValSet:
 
     encoded: list[list[int]]
     skip: list[int]
+    judge_eos: bool = False
 
 
 def load_val_set(data_dir: Path, tokenizer: Any, val_max: int) -> ValSet:
@@ -415,7 +426,7 @@ def load_val_set(data_dir: Path, tokenizer: Any, val_max: int) -> ValSet:
     judge_eos = resolve_judge_eos(None, window_kind(meta, source))
     offsets = rows["offset"].to_numpy() if "offset" in rows.columns else np.zeros(len(rows), int)
     skip = np.clip(DEFAULT_SKIP_FIRST - offsets, 0, None).tolist()
-    return ValSet(encoded=encode_chunks(tokenizer, rows, judge_eos), skip=skip)
+    return ValSet(encoded=encode_chunks(tokenizer, rows, judge_eos), skip=skip, judge_eos=judge_eos)
 
 
 def normal_key_recall(model: Any, val: ValSet, k: int, pad_id: int, device: str = "cpu",
@@ -463,15 +474,19 @@ class KeyseqRL:
         config: A resolved :class:`RLConfig`.
         critic: The value model (PPO); built from ``reference``'s weights when None.
         device: Torch device of the models.
+        k: The detector's K (``topk_margin``'s target rank).
+        judge_eos: Whether the detector judges ``<eos>`` (``topk_margin`` then targets it too).
     """
 
     def __init__(self, policy: Any, reference: Any, tokenizer: Any, episodes: list[Episode],
-                 config: RLConfig, critic: Critic | None = None, device: str = "cpu") -> None:
+                 config: RLConfig, critic: Critic | None = None, device: str = "cpu",
+                 k: int | None = None, judge_eos: bool = False) -> None:
         import copy
 
         import torch
 
         self.config, self.tokenizer, self.episodes, self.device = config, tokenizer, episodes, device
+        self.k, self.judge_eos = k or config.k or 1, judge_eos
         self.spec = reward_spec(config.reward)
         self.policy = policy.eval()
         self.reference = reference.eval().requires_grad_(False)
@@ -590,10 +605,47 @@ class KeyseqRL:
             torch.nn.utils.clip_grad_norm_(list(params), self.config.max_grad_norm)
         optimizer.step()
 
+    def margin_update(self, episodes: list[Episode]) -> dict[str, Any]:
+        """One ``topk_margin`` update on the gold continuations of ``episodes`` (teacher forced)."""
+        import torch
+
+        from verl_recipes.local.keyseq.rl_losses import full_kl, topk_margin_loss
+
+        cfg, tok, dev = self.config, self.tokenizer, self.device
+        tail = (tok.eos_token_id,) if self.judge_eos else ()
+        prompt_ids, prompt_mask = (t.to(dev) for t in left_pad([e.prompt for e in episodes],
+                                                                tok.pad_token_id))
+        gold_ids, gold_mask = (t.to(dev) for t in right_pad(
+            [(*e.gold_ids, *tail) for e in episodes], tok.pad_token_id))
+        width = prompt_ids.size(1)
+        ids, mask = torch.cat([prompt_ids, gold_ids], 1), torch.cat([prompt_mask, gold_mask], 1)
+
+        def logits_of(model: Any) -> Any:
+            return forward(model, ids, mask).logits[:, width - 1: width - 1 + gold_ids.size(1)].float()
+
+        logits = logits_of(self.policy)
+        with torch.no_grad():
+            ref_logits = logits_of(self.reference)
+        hinge, inside = topk_margin_loss(logits, gold_ids, gold_mask, self.k, cfg.margin)
+        kl = full_kl(logits, ref_logits, gold_mask)
+        logp = torch.log_softmax(logits, -1)
+        ce = -masked_mean(logp.gather(-1, gold_ids.unsqueeze(-1)).squeeze(-1), gold_mask)
+        loss = hinge + cfg.kl_coef * kl + cfg.ce_coef * ce
+        self._apply(self.optimizer, self.policy.parameters(), loss)
+        entropy = -(logp.exp() * logp).sum(-1)
+        reward = float(2 * inside.detach() - 1)
+        return {"reward_mean": reward, "policy_loss": float(hinge.detach()),
+                "actor_loss": float(loss.detach()), "kl": float(kl.detach()),
+                "ce": float(ce.detach()), "entropy": float(masked_mean(entropy.detach(), gold_mask)),
+                "tokens": int(gold_mask.sum())}
+
     def step(self, step: int) -> dict[str, Any]:
         """Run RL step ``step`` (draw, rollout, update) and return its metrics."""
         started = time.perf_counter()
         generator = step_generator(self.config.seed, step)
+        if self.config.algorithm == "topk_margin":
+            row = self.margin_update(self.draw(generator))
+            return {"step": step, **row, "seconds": time.perf_counter() - started}
         batch, stats = self.rollout(self.draw(generator), generator)
         losses = self.update(batch, generator)
         tokens = int(batch.response_mask.sum())
@@ -726,7 +778,8 @@ def train(data_dir: Path, model_dir: Path | None, out_dir: Path, config: RLConfi
     _, k = resolve_k(config.k, read_meta(data_dir / "val.parquet").get("params", {}).get(
         "data_source"), n_real_keys(tokenizer))
     val = load_val_set(data_dir, tokenizer, config.val_max)
-    trainer = KeyseqRL(policy, reference, tokenizer, episodes, config, critic, device)
+    trainer = KeyseqRL(policy, reference, tokenizer, episodes, config, critic, device, k=k,
+                       judge_eos=val.judge_eos)
     if state:
         trainer.restore(out_dir / "last")
     logger.info("%s with %s rewards on %d episodes from %s; %d validation chunks, K=%d",
@@ -796,8 +849,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "required unless --resume")
     add_out_flag(parser, "run folder (metrics.jsonl, best/, last/)")
     add_flag(parser, "--algorithm", choices=ALGORITHMS, default=d.algorithm,
-             help="ppo (LogNEO: critic, GAE, clipped objective, KL penalty) or reinforce "
-                  "(LogGPT: baseline-free)")
+             help="ppo (LogNEO: critic, GAE, clipped objective, KL penalty), reinforce "
+                  "(LogGPT: baseline-free) or topk_margin (teacher-forced top-K margin)")
     add_flag(parser, "--reward", choices=sorted(KEYSEQ_PRESETS), default=None,
              help="reward preset of reward/keyseq.py (default: logneo for ppo, loggpt for "
                   "reinforce)")
@@ -821,6 +874,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "--ce-coef", type=float, default=None, metavar="MU",
              help="weight of the gold next-key cross-entropy added to the actor loss; 0 disables "
                   "(default: 0.1 for ppo, 0 for reinforce)")
+    add_flag(parser, "--margin", type=float, default=d.margin,
+             help="topk_margin: logit lead a gold key should hold over the K-th other key")
     add_flag(parser, "--temperature", type=float, default=d.temperature,
              help="sampling temperature")
     add_flag(parser, "--whiten", action=argparse.BooleanOptionalAction, default=d.whiten,

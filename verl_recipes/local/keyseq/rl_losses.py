@@ -12,7 +12,12 @@ formula is checked by hand on tiny tensors (``tests/test_keyseq_rl.py``).
 * :func:`value_loss`: ``½·max((V − R)², (clip(V, V_old ± ε_v) − R)²)``;
 * :func:`reinforce_loss`: ``−r_t·log π(y_t)`` (no baseline: LogGPT's policy gradient);
 * :func:`kl_penalty`: ``log π_old − log π_ref`` per sampled token (the k1 estimator), which PPO
-  subtracts from the reward (``r_t − β·kl_t``).
+  subtracts from the reward (``r_t − β·kl_t``);
+* :func:`topk_margin_loss`: the teacher-forced objective of ``--algorithm topk_margin``: with
+  ``g_t = z_t[y_t] − z_t^{(K)}`` (the true key's logit minus the K-th largest logit of the other
+  entries; ``g_t ≥ 0`` exactly when the detector keeps ``y_t`` inside its top-K), the smooth hinge
+  ``softplus(m − g_t)``, and the share of positions with ``g_t ≥ 0``;
+* :func:`full_kl`: ``KL(π_ref ‖ π)`` over the whole next-key distribution at each gold position.
 """
 
 from __future__ import annotations
@@ -142,3 +147,45 @@ def kl_penalty(logp: Any, ref_logp: Any) -> Any:
     [[0.5]]
     """
     return logp - ref_logp
+
+
+def topk_margin_loss(logits: Any, targets: Any, mask: Any, k: int, margin: float = 1.0
+                     ) -> tuple[Any, Any]:
+    """Smooth hinge on the true key's lead over the K-th strongest other entry, token mean.
+
+    ``rank < K`` (at most ``K − 1`` entries score strictly higher) holds exactly when the true
+    logit is at least the K-th largest of the others, so ``g ≥ 0`` is the detector's own test.
+
+    Returns:
+        ``(loss, share of positions inside the top-K)``.
+
+    >>> import torch
+    >>> z = torch.tensor([[[3.0, 2.0, 0.0], [0.0, 1.0, 2.0]]])
+    >>> loss, inside = topk_margin_loss(z, torch.tensor([[1, 0]]), torch.ones(1, 2), k=1)
+    >>> round(loss.item(), 4), inside.item()  # gaps -1 (rank 1) and -2 (rank 2): both outside
+    (2.5878, 0.0)
+    >>> topk_margin_loss(z, torch.tensor([[1, 0]]), torch.ones(1, 2), k=2)[1].item()
+    0.5
+    """
+    import torch
+
+    true = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    others = logits.scatter(-1, targets.unsqueeze(-1), float("-inf"))
+    kth = others.topk(k, dim=-1).values[..., -1]
+    gap = true - kth
+    loss = torch.nn.functional.softplus(margin - gap)
+    return masked_mean(loss, mask), masked_mean((gap >= 0).to(logits.dtype), mask)
+
+
+def full_kl(logits: Any, ref_logits: Any, mask: Any) -> Any:
+    """``KL(π_ref ‖ π)`` of the full next-key distributions, token mean.
+
+    >>> import torch
+    >>> z = torch.tensor([[[1.0, 0.0]]])
+    >>> full_kl(z, z, torch.ones(1, 1)).item()
+    0.0
+    """
+    import torch
+
+    logp, ref_logp = torch.log_softmax(logits, -1), torch.log_softmax(ref_logits, -1)
+    return masked_mean((ref_logp.exp() * (ref_logp - logp)).sum(-1), mask)
