@@ -113,6 +113,37 @@ def build_case(folder: Path, lines: int, seed: int, epochs: int) -> Case:
     return case
 
 
+#: the finished real-keyseq stages a real case is built from (``benchmarks/real_keyseq.py``)
+REAL_STAGES = {"parsed": ("parse", "parsed"), "sequences": ("data_loggpt", "seq"),
+               "model": ("pretrain_loggpt_s0", "model")}
+
+
+def real_case(folder: Path, keyseq_work: Path, data: Path) -> Case:
+    """The real HDFS 2 % log (replayed from its ``.gz``) with the parse, sequences and pretrained
+    model of ``make real-keyseq`` (seed 0, LogGPT protocol); the model is copied into ``folder``
+    and exported to ONNX there, so the real-keyseq stage stays as it verified."""
+    import shutil
+
+    log = data / "hdfs_2pct" / "HDFS_2pct.log.gz"
+    found = {name: keyseq_work / stage / sub for name, (stage, sub) in REAL_STAGES.items()}
+    missing = [str(path) for path in [log, *found.values()] if not path.exists()]
+    if missing:
+        raise SystemExit("error: the real case needs " + ", ".join(missing) + " (run `make "
+                         "real-keyseq`, or `python benchmarks/real_keyseq.py --only parse,"
+                         "data_loggpt,pretrain_loggpt_s0`; --data names the folder holding hdfs_2pct/)")
+    model = folder / "model"
+    source = json.dumps({"model": str(found["model"].resolve()),
+                         "mtime": found["model"].stat().st_mtime})
+    stamp = folder / "case.json"
+    if not (stamp.is_file() and stamp.read_text() == source and (model / "model.onnx").is_file()):
+        shutil.rmtree(model, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(found["model"], model)
+        _run(["-m", "serving", "export-onnx", "--model", model], "export-onnx")
+        stamp.write_text(source)
+    return Case(log, found["parsed"], found["sequences"], model)
+
+
 # -- watching a run ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Sample:
@@ -324,6 +355,7 @@ def run_one(cfg: RunConfig, case: Case, url: str, prefix: str, folder: Path, arg
             replay = subprocess.Popen(
                 [*base, "replay", "--redis", url, "--prefix", prefix, "--input", str(case.log),
                         "--rate", str(cfg.rate), "--max-lines", str(max_lines), "--no-progress",
+                        "--loop",
                         *([] if args.end_markers else ["--no-end"])],
                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         stats = transport.key("stats")
@@ -384,6 +416,68 @@ def run_one(cfg: RunConfig, case: Case, url: str, prefix: str, folder: Path, arg
     }
 
 
+# -- the rate search ----------------------------------------------------------------------------
+def held(row: dict[str, Any], target_ms: float = TARGET_MS, min_offered: float = 0.97) -> bool:
+    """A run held its rate: it kept up, its p99 is at most ``target_ms`` and replay offered at
+    least ``min_offered`` of the target (a producer that cannot offer the load proves nothing)."""
+    return bool(row["kept_up"]) and row["p99_ms"] is not None and row["p99_ms"] <= target_ms \
+        and row["offered"] is not None and row["offered"] >= min_offered * row["rate"]
+
+
+def highest_held(probe: Callable[[int], bool], lo: int, hi: int, step: int
+                 ) -> tuple[int | None, list[tuple[int, bool]]]:
+    """The highest rate of the grid ``lo, lo + step, …, hi`` that ``probe`` holds, by bisection.
+
+    Assumes a rate held implies every lower one is; ``lo`` is probed first (None when it fails),
+    then ``hi``, then midpoints. Returns the rate and every ``(rate, held)`` probed, in order.
+
+    >>> highest_held(lambda r: r <= 7000, 2000, 10000, 1000)
+    (7000, [(2000, True), (10000, False), (6000, True), (8000, False), (7000, True)])
+    """
+    grid = list(range(lo, hi + 1, step))
+    if not grid:
+        raise ValueError(f"empty rate grid: lo {lo}, hi {hi}, step {step}")
+    tried: list[tuple[int, bool]] = []
+
+    def test(i: int) -> bool:
+        tried.append((grid[i], probe(grid[i])))
+        return tried[-1][1]
+
+    if not test(0):
+        return None, tried
+    if len(grid) == 1 or test(len(grid) - 1):
+        return grid[-1], tried
+    good, bad = 0, len(grid) - 1
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if test(mid) else (good, mid)
+    return grid[good], tried
+
+
+def search_summary(found: Sequence[int | None], hi: int) -> dict[str, Any]:
+    """Mean, spread and range of the highest held rates of the repeats (None: not even ``lo``)."""
+    import statistics
+
+    rates = [0 if r is None else r for r in found]
+    return {"highest_held": list(found), "mean": statistics.fmean(rates),
+            "std": statistics.stdev(rates) if len(rates) > 1 else None,
+            "min": min(rates), "max": max(rates), "capped_at_hi": any(r == hi for r in found)}
+
+
+def search_table(summaries: Sequence[dict[str, Any]], target_ms: float = TARGET_MS) -> str:
+    """One line per configuration: the highest rate held at p99 ≤ target in each repeat."""
+    head = (f"| case | backend | workers | highest rate held at p99 ≤ {target_ms:g} ms, per repeat "
+            "| mean | std | min–max |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for s in summaries:
+        each = ", ".join("none" if r is None else f"{r:,}" for r in s["highest_held"])
+        std = "–" if s["std"] is None else f"{s['std']:,.0f}"
+        top = " (≥: the search's upper end)" if s["capped_at_hi"] else ""
+        lines.append(f"| {s['case']} | {s['backend']} | {s['workers']} | {each}{top} "
+                     f"| {s['mean']:,.0f} | {std} | {s['min']:,}–{s['max']:,} |")
+    return "\n".join(lines)
+
+
 # -- output -----------------------------------------------------------------------------------
 def _num(value: float | None, digits: int = 0) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
@@ -404,8 +498,27 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def median_by_rate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per offered rate with the median p50 and p99 of its runs, sorted by rate.
+
+    >>> median_by_rate([{"rate": 2, "p50_ms": 1, "p99_ms": 5}, {"rate": 1, "p50_ms": 1, "p99_ms": 2},
+    ...                 {"rate": 2, "p50_ms": 3, "p99_ms": 7}])
+    [{'rate': 1, 'p50_ms': 1, 'p99_ms': 2}, {'rate': 2, 'p50_ms': 2.0, 'p99_ms': 6.0}]
+    """
+    import statistics
+
+    out = []
+    for rate in sorted({r["rate"] for r in rows}):
+        runs = [r for r in rows if r["rate"] == rate]
+        out.append({"rate": rate, **{k: statistics.median(r[k] for r in runs)
+                                     if all(r[k] is not None for r in runs) else None
+                                     for k in ("p50_ms", "p99_ms")}})
+    return out
+
+
 def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """p50 (solid) and p99 (dashed) latency vs offered load per backend × workers, log y."""
+    """p50 (solid) and p99 (dashed) latency vs offered load per backend × workers (the median of
+    a rate's runs), log y."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -415,8 +528,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     configs = sorted({(r["backend"], r["workers"]) for r in rows})
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (backend, workers) in enumerate(configs):
-        mine = sorted((r for r in rows if (r["backend"], r["workers"]) == (backend, workers)),
-                      key=lambda r: r["rate"])
+        mine = median_by_rate([r for r in rows if (r["backend"], r["workers"]) == (backend, workers)])
         x = [r["rate"] / 1000 for r in mine]
         label = f"{backend}, {workers} worker{'s' if workers > 1 else ''}"
         color = colors[i % len(colors)]
@@ -435,6 +547,18 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def shown_path(path: Path) -> str:
+    """``path`` as results files record it: relative to the repository, else its name only.
+
+    >>> shown_path(ROOT / "outputs" / "x"), shown_path(Path("/home/someone/run"))
+    ('outputs/x', 'run')
+    """
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return path.name
 
 
 def machine() -> dict[str, Any]:
@@ -459,25 +583,38 @@ def machine() -> dict[str, Any]:
             "onnxruntime": onnxruntime.__version__, "redis_server": redis_version}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_arg_parser() -> Any:
+    """The benchmark's flags."""
     parser = new_parser(description=__doc__.splitlines()[0])
-    add_flag(parser, "--rates", type=int, nargs="+", default=[5000, 10000, 15000, 20000],
-             metavar="R", help="offered loads (events/s)")
+    add_flag(parser, "--rates", type=int, nargs="+", default=None, metavar="R",
+             help="fixed offered loads (events/s) instead of the rate search")
+    add_flag(parser, "--lo", type=int, default=2000, help="search: lowest rate probed (events/s)")
+    add_flag(parser, "--hi", type=int, default=24000, help="search: highest rate probed (events/s)")
+    add_flag(parser, "--step", type=int, default=1000, help="search: resolution (events/s)")
+    add_flag(parser, "--repeats", type=int, default=3,
+             help="independent searches (or passes over --rates) per setting")
+    add_flag(parser, "--target-ms", type=float, default=TARGET_MS, help="search: the p99 a rate must hold")
     add_flag(parser, "--workers", type=int, nargs="+", default=[1, 2], metavar="N",
              help="worker processes per run")
-    add_flag(parser, "--backends", nargs="+", default=["torch", "onnx"], choices=("torch", "onnx"),
+    add_flag(parser, "--backends", nargs="+", default=["onnx"], choices=("torch", "onnx"),
              help="inference backends")
+    add_flag(parser, "--case", choices=("synthetic", "real"), default="synthetic",
+             help="synthetic HDFS-like log, or the real HDFS 2 %% log with make real-keyseq's model")
+    add_flag(parser, "--keyseq-work", type=Path, default=ROOT / "outputs" / "real_keyseq",
+             metavar="PATH", help="real case: the work folder of benchmarks/real_keyseq.py")
+    add_flag(parser, "--data", type=Path, default=None, metavar="PATH",
+             help="real case: the folder holding hdfs_2pct/ (default: $LOGRL_TEST_DATA or ../shared/data)")
     add_flag(parser, "--seconds", type=float, default=8.0, help="seconds of load per run")
     add_flag(parser, "--lines", type=int, default=200_000,
-             help="lines of the synthetic log (at least max(rates) × seconds)")
-    add_flag(parser, "--epochs", type=int, default=5, help="pretraining epochs of the model")
-    add_flag(parser, "--seed", type=int, default=0, help="seed of the log and the model")
+             help="lines of the synthetic log (at least the highest rate × seconds)")
+    add_flag(parser, "--epochs", type=int, default=5, help="pretraining epochs of the synthetic model")
+    add_flag(parser, "--seed", type=int, default=0, help="seed of the synthetic log and model")
     add_flag(parser, "--out", type=Path, default=ROOT / "outputs" / "bench_stream", metavar="PATH",
              help="work folder: the cached case, Redis, per-run logs")
     add_flag(parser, "--results", type=Path, default=None, metavar="PATH",
-             help="folder for bench_stream.md/.json (default: benchmarks/results; --quick: --out)")
+             help="folder for bench_stream[_real].md/.json (default: benchmarks/results; --quick: --out)")
     add_flag(parser, "--plot", type=Path, default=None, metavar="PATH",
-             help="latency plot (default: serving/bench_stream_latency.png; --quick: in --out)")
+             help="latency plot (default: serving/bench_stream[_real]_latency.png; --quick: in --out)")
     add_flag(parser, "--session-timeout", type=float, default=2.0,
              help="worker --session-timeout (a synthetic block lasts ~100 lines)")
     add_flag(parser, "--end-markers", action="store_true",
@@ -494,58 +631,100 @@ def main(argv: list[str] | None = None) -> int:
              help="py-spy record worker 0 of every run (worker0.pyspy.txt in the run folder)")
     add_flag(parser, "--quick", action="store_true",
              help="smoke test: 1 worker, 5000/s for 3 s per backend, a 20k-line log")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_arg_parser()
     args = parser.parse_args(argv)
     if args.quick:
-        args.rates, args.workers, args.seconds = [5000], [1], 3.0
+        args.rates, args.workers, args.seconds, args.repeats = [5000], [1], 3.0, 1
         args.lines = min(args.lines, 20_000)
+    if args.repeats < 1 or args.step < 1 or args.lo > args.hi:
+        parser.error("--repeats and --step must be ≥ 1 and --lo ≤ --hi")
+    stem = "bench_stream" if args.case == "synthetic" else "bench_stream_real"
     results_dir = args.results or (args.out if args.quick else ROOT / "benchmarks" / "results")
-    plot_path = args.plot or (args.out / "bench_stream_latency.png" if args.quick
-                              else ROOT / "serving" / "bench_stream_latency.png")
-    need = int(max(args.rates) * args.seconds)
-    if args.lines < need:
-        parser.error(f"--lines {args.lines:,} < max(rates) × seconds = {need:,}")
+    plot_path = args.plot or (args.out / f"{stem}_latency.png" if args.quick
+                              else ROOT / "serving" / f"{stem}_latency.png")
+    need = int(max(args.rates or [args.hi]) * args.seconds)
+    if args.case == "synthetic" and args.lines < need:
+        parser.error(f"--lines {args.lines:,} < highest rate × seconds = {need:,}")
 
     from serving.redis_server import RedisServer
 
     started = time.perf_counter()
-    case = build_case(args.out / f"case-{args.lines}", args.lines, args.seed, args.epochs)
+    if args.case == "synthetic":
+        case = build_case(args.out / f"case-{args.lines}", args.lines, args.seed, args.epochs)
+    else:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from stage_runner import default_data
+
+        case = real_case(args.out / "case-real", args.keyseq_work.resolve(),
+                         (args.data or default_data(ROOT)).resolve())
     rows: list[dict[str, Any]] = []
+    summaries: list[dict[str, Any]] = []
     stamp = time.strftime("%H%M%S")
     runs_dir = args.out / f"runs-{time.strftime('%Y%m%d')}-{stamp}"
+    configs = [(b, w) for b in args.backends for w in args.workers]
     with RedisServer(args.out / "redis") as server:
         print(f"redis-server on {server.url}", flush=True)
-        for backend in args.backends:
-            for workers in args.workers:
-                for rate in args.rates:
-                    cfg = RunConfig(backend, workers, rate, args.seconds)
-                    name = f"{backend}-w{workers}-r{rate}"
-                    t0 = time.perf_counter()
-                    row = run_one(cfg, case, server.url, f"bench:{stamp}:{name}", runs_dir / name, args)
-                    row["run_s"] = round(time.perf_counter() - t0, 1)
-                    rows.append(row)
-                    print(f"{name}: offered {_num(row['offered'])}/s, sustained "
-                          f"{_num(row['sustained'])}/s, p50 {_num(row['p50_ms'], 1)} ms, p99 "
-                          f"{_num(row['p99_ms'], 1)} ms, backlog {_num(row['backlog'])}, "
-                          f"{row['end']} ({row['run_s']} s)", flush=True)
-                    for func, own, total in row.get("profile_top", []):
-                        print(f"    {own:5.1f}% self {total:5.1f}% total  {func}")
-                    # a fresh prefix per run; drop the previous run's keys to keep Redis small
-                    server.client().flushdb()
+
+        def measure(backend: str, workers: int, rate: int, tag: str) -> dict[str, Any]:
+            cfg = RunConfig(backend, workers, rate, args.seconds)
+            name = f"{tag}{backend}-w{workers}-r{rate}"
+            t0 = time.perf_counter()
+            row = run_one(cfg, case, server.url, f"bench:{stamp}:{name}", runs_dir / name, args)
+            row.update(run_s=round(time.perf_counter() - t0, 1), repeat=tag.rstrip("-") or None,
+                       held=held(row, args.target_ms))
+            rows.append(row)
+            print(f"{name}: offered {_num(row['offered'])}/s, sustained "
+                  f"{_num(row['sustained'])}/s, p50 {_num(row['p50_ms'], 1)} ms, p99 "
+                  f"{_num(row['p99_ms'], 1)} ms, backlog {_num(row['backlog'])}, "
+                  f"{row['end']}, held {'yes' if row['held'] else 'no'} ({row['run_s']} s)", flush=True)
+            for func, own, total in row.get("profile_top", []):
+                print(f"    {own:5.1f}% self {total:5.1f}% total  {func}")
+            # a fresh prefix per run; drop the previous run's keys to keep Redis small
+            server.client().flushdb()
+            return row
+
+        if args.rates:
+            for repeat in range(args.repeats):  # interleaved, as the search's repeats
+                for backend, workers in configs:
+                    for rate in args.rates:
+                        measure(backend, workers, rate, f"rep{repeat}-" if args.repeats > 1 else "")
+        else:
+            found: dict[tuple[str, int], list[int | None]] = {c: [] for c in configs}
+            for repeat in range(args.repeats):  # repeats interleaved: drift hits every setting
+                for backend, workers in configs:
+                    best, _ = highest_held(
+                        lambda rate, b=backend, w=workers, r=repeat: measure(b, w, rate, f"rep{r}-")["held"],
+                        args.lo, args.hi, args.step)
+                    found[(backend, workers)].append(best)
+                    print(f"repeat {repeat}: {backend}, {workers} worker(s): highest held "
+                          f"{'none' if best is None else f'{best:,}'}/s", flush=True)
+            summaries = [{"case": args.case, "backend": b, "workers": w,
+                          **search_summary(found[(b, w)], args.hi)} for b, w in configs]
     total = time.perf_counter() - started
-    table = markdown_table(rows)
     info = machine()
-    header = (f"`bench_stream.py`: {info['cpu_count']} CPU cores ({info['cpu_model']}), "
+    what = "synthetic HDFS-like log" if args.case == "synthetic" else "real HDFS 2 % log"
+    header = (f"`bench_stream.py`: {info['cpu_count']} CPU cores ({info['cpu_model']}), {what}, "
               f"{args.seconds:g} s of load per run, LogGPT-size model, {PARTITIONS} partitions, "
               f"1 thread per worker; total {total:.0f} s.")
-    print("\n" + header + "\n\n" + table)
+    if summaries:
+        header += (f" Rate search: {args.repeats} repeats, bisection over {args.lo:,}–{args.hi:,}/s "
+                   f"in steps of {args.step:,}; held = kept up and p99 ≤ {args.target_ms:g} ms.")
+    body = (search_table(summaries, args.target_ms) + "\n\nEvery run:\n\n" if summaries else "") \
+        + markdown_table(rows)
+    print("\n" + header + "\n\n" + body)
     results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "bench_stream.md").write_text(header + "\n\n" + table + "\n")
-    payload = {"machine": info, "settings": {k: str(v) if isinstance(v, Path) else v
+    (results_dir / f"{stem}.md").write_text(header + "\n\n" + body + "\n")
+    payload = {"machine": info, "settings": {k: shown_path(v) if isinstance(v, Path) else v
                                              for k, v in vars(args).items()},
-               "total_s": total, "runs": rows}
-    (results_dir / "bench_stream.json").write_text(json.dumps(payload, indent=2) + "\n")
+               "load_average_at_end": os.getloadavg(), "total_s": total, "search": summaries,
+               "runs": rows}
+    (results_dir / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
     plot(rows, plot_path)
-    print(f"\nresults: {results_dir / 'bench_stream.md'}, {results_dir / 'bench_stream.json'}; "
+    print(f"\nresults: {results_dir / (stem + '.md')}, {results_dir / (stem + '.json')}; "
           f"plot: {plot_path}")
     return 0
 

@@ -233,6 +233,8 @@ class TemplateMiner:
         self.settings = settings
         self.drain = Drain(settings.depth, settings.similarity, settings.max_children)
         self.cache: dict[str, int] = {}
+        #: masked line -> id of a loaded store's templates, kept in the cache across clears
+        self.stored: dict[str, int] = {}
         self.dedupe_first = True
         self.batches = 0
         self.fixed: dict[str, int] = {}
@@ -288,6 +290,7 @@ class TemplateMiner:
             if cid is None:
                 if len(cache) >= CACHE_LIMIT:
                     cache.clear()
+                    cache.update(self.stored)
                 cid = cache[line] = self.drain.add(line.split())
             lookup[i] = cid
         ids = lookup[indices] if len(indices) else np.zeros(0, dtype=np.int32)
@@ -342,8 +345,16 @@ class TemplateMiner:
         if payload.get("settings") != settings.to_json():
             logger.warning("template store %s was mined with other settings; reusing its ids", path)
         miner = cls(settings)
-        for row in rows:
-            miner.drain.insert(str(row["template"]).split())
+        for cid, row in enumerate(rows):
+            tokens = str(row["template"]).split()
+            miner.drain.insert(tokens)
+            # A masked line equal to a stored template is that template, as in the mining pass
+            # (whose cache kept the id a line got when first seen). Drain's similarity alone
+            # would not say so: a template's ``<*>`` never counts as a match, so a line such as
+            # "<*> block <*> to <*>" (masks leave it so) falls below the threshold of its own
+            # template and a served log would get a new key where the offline parse had E12.
+            miner.stored.setdefault(" ".join(tokens), cid)
+        miner.cache.update(miner.stored)
         miner.counts = np.array([int(r.get("count", 0)) for r in rows], dtype=np.int64)
         return miner
 

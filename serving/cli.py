@@ -226,8 +226,10 @@ def _ingest(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from serving.ingest import replay
 
+    if args.loop and args.max_lines is None and args.max_seconds is None:
+        logger.warning("--loop without --max-lines or --max-seconds: replaying until interrupted")
     result = replay(_publisher(args), args.input, args.rate, not args.no_end, args.max_lines,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, loop=args.loop, max_seconds=args.max_seconds)
     print(f"replayed {result['lines']:,} lines in {result['seconds']:.2f} s "
           f"({result['rate']:,.0f} lines/s)")
     return 0
@@ -349,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = add_command(sub, name, helptext)
         _connection_flags(cmd)
         _transport_flags(cmd)
-        add_input_flag(cmd, "raw log file" + (" or - for stdin" if name == "ingest" else ""))
+        add_input_flag(cmd, "raw log file" + (" or - for stdin" if name == "ingest" else " (plain or .gz)"))
         add_flag(cmd, "--max-line-bytes", type=int, default=DEFAULT_MAX_LINE_BYTES,
                  help="longer lines are counted and skipped")
         add_flag(cmd, "--wait", type=float, default=30.0, help="wait this long for a worker's layout")
@@ -363,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             add_flag(cmd, "--rate", type=float, default=5000.0, help="lines per second (0: no limit)")
             add_flag(cmd, "--max-lines", type=int, default=None, help="stop after this many lines")
+            add_flag(cmd, "--max-seconds", type=float, default=None, help="stop after this long")
+            add_flag(cmd, "--loop", action="store_true",
+                     help="start the log again at its end (soak runs; stop with --max-lines/--max-seconds)")
             add_flag(cmd, "--no-end", action="store_true",
                      help="do not close the sessions at the end (no end marker)")
             add_flag(cmd, "--no-progress", action="store_true", help="hide the progress bar")

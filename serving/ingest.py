@@ -244,38 +244,65 @@ def ingest(publisher: Publisher, source: str, follow: bool = False, from_start: 
     return publisher.totals
 
 
+def open_log(path: Path) -> BinaryIO:
+    """A finished log for reading as bytes; ``.gz`` files are decompressed on the fly."""
+    import gzip
+
+    if not path.is_file():
+        raise LogDataError(f"input {path} does not exist")
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
+def log_passes(path: Path, max_line_bytes: int, loop: bool = False) -> Iterator[Any]:
+    """The raw lines of a finished log (:func:`iter_lines`), again from the start when ``loop``.
+
+    A pass that yields no line ends it, so an empty file never loops forever.
+    """
+    while True:
+        count = 0
+        with open_log(path) as stream:
+            for line in iter_lines(stream, max_line_bytes):
+                count += 1
+                yield line
+        if not loop or count == 0:
+            return
+
+
 def replay(publisher: Publisher, path: Path, rate: float, end: bool = True,
-           max_lines: int | None = None, progress: bool = True) -> dict[str, float]:
-    """Publish a finished log at ``rate`` lines per second (0: as fast as possible).
+           max_lines: int | None = None, progress: bool = True, loop: bool = False,
+           max_seconds: float | None = None) -> dict[str, float]:
+    """Publish a finished log (plain or ``.gz``) at ``rate`` lines/s (0: as fast as possible).
 
     Lines go out in ticks of 10 ms (``rate / 100`` lines each, at least one), each tick's batch
     stamped with its send time, so the offered load is even at the scale latency is measured on.
+    With ``loop`` the log starts again at its end (soak runs), until ``max_lines`` or
+    ``max_seconds``; event ids keep counting up, session keys repeat.
 
     Returns:
         ``lines``, ``seconds`` and the achieved ``rate``.
     """
     from tqdm.auto import tqdm
 
-    if not path.is_file():
-        raise LogDataError(f"input {path} does not exist")
+    open_log(path).close()  # a missing input fails before anything is published
     per_tick = max(1, int(rate / 100)) if rate > 0 else 2048
     sent = 0
     started = time.monotonic()
     bar = tqdm(desc=f"replay {path.name}", unit="line", disable=not progress, leave=False)
-    with path.open("rb") as stream:
-        batch: list[Any] = []
-        for line in iter_lines(stream, publisher.max_line_bytes):
-            if max_lines is not None and sent + len(batch) >= max_lines:
-                break
-            batch.append(line)
-            if len(batch) < per_tick:
-                continue
-            sent += _send_paced(publisher, batch, sent, rate, started)
-            bar.update(len(batch))
-            batch = []
-        if batch:
-            sent += _send_paced(publisher, batch, sent, rate, started)
-            bar.update(len(batch))
+    batch: list[Any] = []
+    for line in log_passes(path, publisher.max_line_bytes, loop):
+        if max_lines is not None and sent + len(batch) >= max_lines:
+            break
+        if max_seconds is not None and time.monotonic() - started >= max_seconds:
+            break
+        batch.append(line)
+        if len(batch) < per_tick:
+            continue
+        sent += _send_paced(publisher, batch, sent, rate, started)
+        bar.update(len(batch))
+        batch = []
+    if batch:
+        sent += _send_paced(publisher, batch, sent, rate, started)
+        bar.update(len(batch))
     bar.close()
     seconds = time.monotonic() - started
     if end:

@@ -90,7 +90,7 @@ class WorkerConfig:
     block_ms: int = 20
     session_timeout_s: float = 30.0
     sweep_s: float = 1.0
-    sweep_max: int = 64
+    sweep_max: int = 16
     retention_s: int = 86_400
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     format_name: str = ""

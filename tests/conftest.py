@@ -74,6 +74,16 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_keyseq_smoke_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One work folder for ``benchmarks/real_keyseq.py --profile smoke`` in this session.
+
+    The real-keyseq smoke and the real-stream smoke share it, so the LogGPT model the stream is
+    served with is pretrained once (each benchmark skips the stages whose outputs verify).
+    """
+    return tmp_path_factory.mktemp("real_keyseq_smoke")
+
+
+@pytest.fixture(scope="session")
 def tiny_model_builder() -> ModuleType:
     """The ``scripts/build_tiny_model.py`` module."""
     return load_script("build_tiny_model")

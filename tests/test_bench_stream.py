@@ -66,3 +66,41 @@ def test_markdown_table(bench):
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
     assert cells == ["onnx", "2", "15,000", "14,990", "14,100", "4.2", "–", "12 (1 ms)", "0.05",
                      "no (stalled)"]
+
+
+@pytest.mark.parametrize("capacity", [1500, 2000, 2500, 6999, 7000, 10_000, 12_000])
+def test_the_search_finds_the_highest_held_rate_of_the_grid(bench, capacity):
+    probed = []
+
+    def probe(rate):
+        probed.append(rate)
+        return rate <= capacity
+
+    best, tried = bench.highest_held(probe, 2000, 10_000, 1000)
+    grid = range(2000, 10_001, 1000)
+    expected = max((r for r in grid if r <= capacity), default=None)
+    assert best == expected
+    assert [r for r, _ in tried] == probed and all(ok == (r <= capacity) for r, ok in tried)
+    assert len(probed) <= 2 + 3 and len(set(probed)) == len(probed)  # bisection, no rate twice
+
+
+def test_a_run_holds_only_when_it_kept_up_under_the_target_at_the_offered_rate(bench):
+    good = {"kept_up": True, "p99_ms": 40.0, "offered": 9950.0, "rate": 10_000}
+    assert bench.held(good, 45.0)
+    assert not bench.held({**good, "p99_ms": 46.0}, 45.0)
+    assert not bench.held({**good, "p99_ms": None}, 45.0)
+    assert not bench.held({**good, "kept_up": False}, 45.0)
+    assert not bench.held({**good, "offered": 9000.0}, 45.0)  # replay could not offer the load
+
+
+def test_search_summary_and_table(bench):
+    summary = bench.search_summary([14000, 15000, None], hi=24000)
+    assert summary["highest_held"] == [14000, 15000, None]
+    assert summary["min"] == 0 and summary["max"] == 15000 and abs(summary["mean"] - 29000 / 3) < 1e-9
+    assert abs(summary["std"] - (140_666_666.67 / 2) ** 0.5) < 1e-3 and not summary["capped_at_hi"]
+    lines = bench.search_table([{"case": "real", "backend": "onnx", "workers": 2, **summary}]
+                               ).splitlines()
+    assert len(lines) == 3 and lines[0].count("|") == lines[1].count("|") == lines[2].count("|")
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells == ["real", "onnx", "2", "14,000, 15,000, none", "9,667", "8,386", "0–15,000"]
+    assert bench.search_summary([24000, 23000], hi=24000)["capped_at_hi"]

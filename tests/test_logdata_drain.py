@@ -86,3 +86,20 @@ def test_template_store_reuses_ids(tmp_path: Path) -> None:
     ids = again.add_batch(pa.array(["beta gamma 9", "alpha 4 ok", "brand new line here"]))
     assert ids.tolist() == [1, 0, 2]
     assert again.templates()[:2] == miner.templates()
+
+
+def test_a_loaded_store_gives_a_line_the_id_the_mining_pass_gave(tmp_path: Path) -> None:
+    # real HDFS: every token of "10.2.3.4:50010:Transmitted block blk_1 to /10.5.6.7:50010" but
+    # two is masked, so the line reads "<*> block <*> to <*>", its own template; Drain's
+    # similarity (a template's <*> never counts) puts it at 2/5 < 0.5 of that template, and a
+    # served log used to get a new key for it where the offline parse had the mined one
+    settings = MinerSettings(masks=((r"\S*\d\S*", "<*>"),))
+    lines = [f"10.2.3.{i}:50010:Transmitted block blk_{i} to /10.5.6.{i}:50010" for i in range(3)]
+    lines.insert(1, "Receiving block blk_7 src: /10.2.3.9:5 dest: /10.5.6.9:50010")
+    miner = TemplateMiner(settings)
+    mined = miner.add_batch(pa.array(lines))
+    store = tmp_path / "templates.json"
+    miner.save(store, "hdfs")
+    served = TemplateMiner.load(store, settings)
+    assert served.add_batch(pa.array(lines)).tolist() == mined.tolist() == [0, 1, 0, 0]
+    assert len(served) == len(miner) == 2

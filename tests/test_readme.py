@@ -38,6 +38,7 @@ COMMANDS_RUN = {
     # the smoke profile of the same script, through verl's main_ppo with the real model
     "make real-bench": ("tests/test_real_templates_bench.py", '"real_templates.py"'),
     "make real-keyseq": ("tests/test_real_keyseq_bench.py", '"real_keyseq.py"'),
+    "make real-stream": ("tests/test_real_stream_bench.py", '"real_stream.py"'),
     "python -m serving redis": ("scripts/stream_demo.sh", '-m serving redis start'),
     "python -m serving detect": ("scripts/stream_demo.sh", '-m serving detect'),
     "python -m serving replay": ("scripts/stream_demo.sh", '-m serving replay'),

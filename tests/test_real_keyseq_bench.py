@@ -108,11 +108,12 @@ def test_rl_is_compared_over_the_whole_sweep_with_the_same_seed() -> None:
 
 
 @pytest.mark.slow
-def test_real_keyseq_smoke_runs_and_resumes(tmp_path: Path, shared_data: Path) -> None:
+def test_real_keyseq_smoke_runs_and_resumes(tmp_path: Path, shared_data: Path,
+                                           real_keyseq_smoke_work: Path) -> None:
     real_data_dir = shared_data
     if not (real_data_dir / "hdfs_2pct" / "HDFS_2pct.log.gz").is_file():
         pytest.skip("real HDFS sample (hdfs_2pct) absent")
-    work, results = tmp_path / "work", tmp_path / "results"
+    work, results = real_keyseq_smoke_work, tmp_path / "results"
     args = [sys.executable, str(ROOT / "benchmarks" / "real_keyseq.py"), "--profile", "smoke",
             "--work", str(work), "--data", str(real_data_dir), "--results", str(results)]
     done = subprocess.run(args, capture_output=True, text=True, timeout=1200, check=False)

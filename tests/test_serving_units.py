@@ -199,3 +199,28 @@ def test_replay_max_lines_is_exact(tmp_path, max_lines: int):
     expected = [f"line {i}".encode() for i in range(min(max_lines, 200))]
     assert [bytes(line).rstrip(b"\n") for line in publisher.lines] == expected
     assert result["lines"] == len(expected) and not publisher.ended
+
+
+def test_replay_loops_a_gzip_log_and_stops_at_max_lines(tmp_path):
+    # soak runs replay the real (gzip) HDFS log again and again: pass after pass, in file order
+    import gzip
+
+    from serving.ingest import replay
+
+    log = tmp_path / "a.log.gz"
+    with gzip.open(log, "wb") as out:
+        out.write(b"".join(f"line {i}\n".encode() for i in range(7)))
+    publisher = _RecordingPublisher()
+    result = replay(publisher, log, rate=0, end=True, max_lines=17, progress=False, loop=True)
+    assert [bytes(line) for line in publisher.lines] == [f"line {i % 7}".encode() for i in range(17)]
+    assert result["lines"] == 17 and publisher.ended
+
+
+def test_replay_of_an_empty_log_with_loop_ends(tmp_path):
+    from serving.ingest import replay
+
+    log = tmp_path / "empty.log"
+    log.write_bytes(b"")
+    publisher = _RecordingPublisher()
+    assert replay(publisher, log, rate=0, end=False, progress=False, loop=True)["lines"] == 0
+    assert publisher.lines == []
