@@ -113,9 +113,12 @@ def build_case(folder: Path, lines: int, seed: int, epochs: int) -> Case:
     return case
 
 
-#: the finished real-keyseq stages a real case is built from (``benchmarks/real_keyseq.py``)
+#: the finished real-keyseq stages a real case is built from (``benchmarks/real_keyseq.py``):
+#: role -> (stage, its output folder)
 REAL_STAGES = {"parsed": ("parse", "parsed"), "sequences": ("data_loggpt", "seq"),
                "model": ("pretrain_loggpt_s0", "model")}
+#: the real log under the data folder
+REAL_LOG = Path("hdfs_2pct") / "HDFS_2pct.log.gz"
 
 
 def real_case(folder: Path, keyseq_work: Path, data: Path) -> Case:
@@ -124,7 +127,7 @@ def real_case(folder: Path, keyseq_work: Path, data: Path) -> Case:
     and exported to ONNX there, so the real-keyseq stage stays as it verified."""
     import shutil
 
-    log = data / "hdfs_2pct" / "HDFS_2pct.log.gz"
+    log = data / REAL_LOG
     found = {name: keyseq_work / stage / sub for name, (stage, sub) in REAL_STAGES.items()}
     missing = [str(path) for path in [log, *found.values()] if not path.exists()]
     if missing:
@@ -246,11 +249,22 @@ class RunConfig:
     seconds: float
 
 
-def _counters(client: Any, key: str) -> dict[str, int]:
+def read_counters(client: Any, key: str) -> dict[str, int]:
+    """A Redis hash of integer counters (the service's ``stats``) as ``{name: value}``."""
     return {k.decode(): int(v) for k, v in client.hgetall(key).items()}
 
 
-def _stop(procs: Sequence[subprocess.Popen], grace: float = 20.0) -> list[int | None]:
+def worker_command(url: str, case: Case, backend: str, partitions: int, session_timeout: float,
+                   exit_when_idle: float, *extra: object) -> list[str]:
+    """``python -m serving detect`` on ``case`` with one thread; ``extra`` flags are appended."""
+    return [sys.executable, "-m", "serving", "detect", "--redis", url, "--parsed", str(case.parsed),
+            "--model", str(case.model), "--sequences", str(case.sequences), "--backend", backend,
+            "--threads", "1", "--partitions", str(partitions), "--session-timeout",
+            str(session_timeout), "--exit-when-idle", str(exit_when_idle), *map(str, extra)]
+
+
+def stop_all(procs: Sequence[subprocess.Popen], grace: float = 20.0) -> list[int | None]:
+    """SIGTERM every process still running, kill those not gone after ``grace`` s; exit codes."""
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -337,11 +351,8 @@ def run_one(cfg: RunConfig, case: Case, url: str, prefix: str, folder: Path, arg
     logs = [folder / f"worker{i}.log" for i in range(cfg.workers)]
     procs = []
     for i, log in enumerate(logs):
-        cmd = [*base, "detect", "--redis", url, "--prefix", prefix, "--parsed", str(case.parsed),
-                      "--model", str(case.model), "--sequences", str(case.sequences),
-                      "--backend", cfg.backend, "--threads", "1", "--partitions", str(PARTITIONS),
-                      "--session-timeout", str(args.session_timeout),
-                      "--exit-when-idle", str(args.exit_when_idle), "--name", f"w{i}"]
+        cmd = worker_command(url, case, cfg.backend, PARTITIONS, args.session_timeout,
+                             args.exit_when_idle, "--prefix", prefix, "--name", f"w{i}")
         with log.open("wb") as out:
             procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT))
     seen = spy = None
@@ -385,7 +396,7 @@ def run_one(cfg: RunConfig, case: Case, url: str, prefix: str, folder: Path, arg
         if replay.returncode:
             raise SystemExit(f"replay failed ({replay.returncode}):\n{_tail(replay_log)}")
     finally:
-        codes = _stop(procs)
+        codes = stop_all(procs)
         if spy is not None:
             spy.wait(timeout=60)
     if seen is not None:  # counters over time, for a closer look at one run
@@ -395,7 +406,7 @@ def run_one(cfg: RunConfig, case: Case, url: str, prefix: str, folder: Path, arg
              "samples": [(round(t - t0, 4), p, i) for t, p, i in seen.trace]}) + "\n")
     found = REPLAY_LINE.search(_tail(replay_log))
     hist = latency_histogram(transport)
-    counters = _counters(client, stats)
+    counters = read_counters(client, stats)
     achieved = float(found.group(3).replace(",", "")) if found else None
     backlog_ms = 1000 * seen.backlog / cfg.rate if seen.backlog is not None else None
     return {

@@ -39,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
+from bench_stream import REAL_LOG, REAL_STAGES, Case, read_counters, worker_command  # noqa: E402
 from stage_runner import (  # noqa: E402
     Pipeline,
     Stage,
@@ -55,8 +56,8 @@ from stage_runner import (  # noqa: E402
 logger = logging.getLogger("real_stream")
 
 RESULTS = HERE / "results"
-#: the key-sequence stages the model comes from (benchmarks/real_keyseq.py, full profile)
-KEYSEQ_STAGES = ("parse", "data_loggpt", "pretrain_loggpt_s0")
+#: the key-sequence stages the model comes from (benchmarks/real_keyseq.py)
+KEYSEQ_STAGES = tuple(stage for stage, _ in REAL_STAGES.values())
 #: session-verdict fields compared with the offline detector's scores
 COMPARED = ("pred", "misses", "first_miss", "max_rank")
 SPLITS = ("train", "val", "test")
@@ -133,12 +134,11 @@ class Bench:
     @property
     def log(self) -> Path:
         """The raw real log."""
-        return self.data / "hdfs_2pct" / "HDFS_2pct.log.gz"
+        return self.data / REAL_LOG
 
     def keyseq(self, what: str) -> Path:
-        """A folder of the real-keyseq stages: ``parsed``, ``seq`` or ``model``."""
-        stage, sub = {"parsed": ("parse", "parsed"), "seq": ("data_loggpt", "seq"),
-                      "model": ("pretrain_loggpt_s0", "model")}[what]
+        """A folder of the real-keyseq stages: ``parsed``, ``sequences`` or ``model``."""
+        stage, sub = REAL_STAGES[what]
         return self.keyseq_work / stage / sub
 
     def model_fingerprint(self) -> str:
@@ -155,7 +155,7 @@ class Bench:
         out: dict[str, Any] = {}
         for split in SPLITS:
             started = time.perf_counter()
-            detect(self.keyseq("model"), self.keyseq("seq") / f"{split}.parquet", ctx.work / split,
+            detect(self.keyseq("model"), self.keyseq("sequences") / f"{split}.parquet", ctx.work / split,
                    k=self.p["k"], sweep=(self.p["k"],), progress=False)
             (ctx.work / split / "k_sweep.png").unlink(missing_ok=True)
             out[split] = {"seconds": round(time.perf_counter() - started, 1)}
@@ -177,14 +177,13 @@ class Bench:
             log = ctx.work / "worker.log"
             with RedisServer(ctx.work / "redis") as server:
                 transport = RedisStreams(server.client(), "logrl", self.p["partitions"])
-                cmd = [sys.executable, "-m", "serving", "detect", "--redis", server.url, "--parsed",
-                       self.keyseq("parsed"), "--model", self.keyseq("model"), "--sequences",
-                       self.keyseq("seq"), "--backend", backend, "--k", self.p["k"], "--threads", 1,
-                       "--partitions", self.p["partitions"], "--session-timeout", 86_400,
-                       "--exit-when-idle", 10]
+                case = Case(self.log, self.keyseq("parsed"), self.keyseq("sequences"),
+                            self.keyseq("model"))
+                # sessions close at the end markers only, as offline judges whole blocks
+                cmd = worker_command(server.url, case, backend, self.p["partitions"], 86_400, 10,
+                                     "--k", self.p["k"])
                 with log.open("wb") as handle:
-                    worker = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, stdout=handle,
-                                              stderr=subprocess.STDOUT)
+                    worker = subprocess.Popen(cmd, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
                 try:
                     wait_ready(transport, [worker], [log])
                     started = time.perf_counter()
@@ -203,7 +202,7 @@ class Bench:
                 client = server.client()
                 served = {k.decode(): json.loads(v)
                           for k, v in client.hgetall(transport.key("session_verdicts")).items()}
-                stats = {k.decode(): int(v) for k, v in client.hgetall(transport.key("stats")).items()}
+                stats = read_counters(client, transport.key("stats"))
             pd.DataFrame([{"sequence_id": s, **{f: v.get(f) for f in (*COMPARED, "closed_by")}}
                           for s, v in sorted(served.items())]).to_parquet(
                 ctx.work / "served.parquet", index=False)

@@ -126,7 +126,7 @@ def soak(case: Any, config: SoakConfig, folder: Path) -> dict[str, Any]:
     """Run the soak of ``case`` (a :class:`bench_stream.Case`) in ``folder``; return its summary
     (the samples are written to ``folder/samples.json``)."""
     import redis
-    from bench_stream import wait_ready
+    from bench_stream import read_counters, stop_all, wait_ready
 
     from serving.redis_server import RedisServer
     from serving.status import latency_histogram
@@ -158,7 +158,7 @@ def soak(case: Any, config: SoakConfig, folder: Path) -> dict[str, Any]:
                 fresh = latency_histogram(transport)
                 window = histogram_delta(hist, fresh)
                 hist = fresh
-                stats = {k.decode(): int(v) for k, v in client.hgetall(transport.key("stats")).items()}
+                stats = read_counters(client, transport.key("stats"))
                 lag = transport.lag()
                 memory = client.info("memory")
                 samples.append({
@@ -179,16 +179,10 @@ def soak(case: Any, config: SoakConfig, folder: Path) -> dict[str, Any]:
                         break
             if replay.returncode:
                 raise SystemExit(f"replay failed:\n{replay_log.read_text()[-3000:]}")
-            stats = {k.decode(): int(v) for k, v in client.hgetall(transport.key("stats")).items()}
+            stats = read_counters(client, transport.key("stats"))
             total_hist = latency_histogram(transport)
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop_all(procs, grace=30.0)
     (folder / "samples.json").write_text(json.dumps(samples) + "\n")
     return summarize(samples, stats, total_hist, config, replay_end, drained,
                      (folder / "replay.log").read_text(errors="replace").strip().splitlines()[-1:])
@@ -230,10 +224,9 @@ def summarize(samples: Sequence[Mapping[str, Any]], stats: Mapping[str, int],
 
 
 def _start_worker(case: Any, config: SoakConfig, url: str, name: str, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "serving", "detect", "--redis", url, "--parsed", str(case.parsed),
-           "--model", str(case.model), "--sequences", str(case.sequences), "--backend", "onnx",
-           "--threads", "1", "--k", str(config.k), "--partitions", str(config.partitions),
-           "--session-timeout", str(config.session_timeout), "--retention", str(config.retention),
-           "--exit-when-idle", "60", "--name", name]
+    from bench_stream import worker_command
+
+    cmd = worker_command(url, case, "onnx", config.partitions, config.session_timeout, 60,
+                         "--k", config.k, "--retention", config.retention, "--name", name)
     with log.open("wb") as out:
         return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)

@@ -13,15 +13,18 @@ yields no usable line at all raises :class:`~logdata.errors.LogDataError`.
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import io
 import logging
+import lzma
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
@@ -155,6 +158,28 @@ def compression_of(path: Path) -> str | None:
         head = fh.read(6)
     return next((name for magic, name in COMPRESSION_MAGIC.items() if head.startswith(magic)),
                 None)
+
+
+def _open_zstd(path: Path, mode: str, **kwargs: Any) -> IO:
+    import zstandard
+
+    return zstandard.open(path, mode, **kwargs)
+
+
+#: Openers by compression (:func:`compression_of`; None: a plain file), ``open``'s arguments.
+OPENERS: dict[str | None, Callable[..., IO]] = {
+    None: open, "gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open, "zstd": _open_zstd}
+
+
+def open_compressed(path: Path, mode: str = "rb", **kwargs: Any) -> IO:
+    """Open ``path``, plain or compressed (told by its leading bytes, as the parser reads it).
+
+    Args:
+        path: The file.
+        mode: ``"rb"`` for bytes, ``"rt"`` for text.
+        **kwargs: Passed to the opener (``encoding=`` and the like, for text).
+    """
+    return OPENERS[compression_of(path)](path, mode, **kwargs)
 
 
 class _HashingReader(io.RawIOBase):

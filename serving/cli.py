@@ -351,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = add_command(sub, name, helptext)
         _connection_flags(cmd)
         _transport_flags(cmd)
-        add_input_flag(cmd, "raw log file" + (" or - for stdin" if name == "ingest" else " (plain or .gz)"))
+        add_input_flag(cmd, "raw log file" + (" or - for stdin" if name == "ingest"
+                                              else " (plain or compressed)"))
         add_flag(cmd, "--max-line-bytes", type=int, default=DEFAULT_MAX_LINE_BYTES,
                  help="longer lines are counted and skipped")
         add_flag(cmd, "--wait", type=float, default=30.0, help="wait this long for a worker's layout")

@@ -25,6 +25,8 @@ from typing import Any, BinaryIO
 
 from logdata.errors import LogDataError
 from logdata.formats import parse_spec
+from logdata.io import require_file
+from logdata.readers import open_compressed
 from serving.events import DEFAULT_MAX_LINE_BYTES, Batch, EventBuilder, Windowing, decode_lines, end_entries
 from serving.transport import RedisStreams
 
@@ -244,23 +246,14 @@ def ingest(publisher: Publisher, source: str, follow: bool = False, from_start: 
     return publisher.totals
 
 
-def open_log(path: Path) -> BinaryIO:
-    """A finished log for reading as bytes; ``.gz`` files are decompressed on the fly."""
-    import gzip
-
-    if not path.is_file():
-        raise LogDataError(f"input {path} does not exist")
-    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
-
-
 def log_passes(path: Path, max_line_bytes: int, loop: bool = False) -> Iterator[Any]:
-    """The raw lines of a finished log (:func:`iter_lines`), again from the start when ``loop``.
+    """The raw lines of a plain or compressed log (:func:`iter_lines`), again when ``loop``.
 
     A pass that yields no line ends it, so an empty file never loops forever.
     """
     while True:
         count = 0
-        with open_log(path) as stream:
+        with open_compressed(path) as stream:
             for line in iter_lines(stream, max_line_bytes):
                 count += 1
                 yield line
@@ -271,7 +264,7 @@ def log_passes(path: Path, max_line_bytes: int, loop: bool = False) -> Iterator[
 def replay(publisher: Publisher, path: Path, rate: float, end: bool = True,
            max_lines: int | None = None, progress: bool = True, loop: bool = False,
            max_seconds: float | None = None) -> dict[str, float]:
-    """Publish a finished log (plain or ``.gz``) at ``rate`` lines/s (0: as fast as possible).
+    """Publish a finished log (plain or compressed) at ``rate`` lines/s (0: as fast as possible).
 
     Lines go out in ticks of 10 ms (``rate / 100`` lines each, at least one), each tick's batch
     stamped with its send time, so the offered load is even at the scale latency is measured on.
@@ -283,7 +276,7 @@ def replay(publisher: Publisher, path: Path, rate: float, end: bool = True,
     """
     from tqdm.auto import tqdm
 
-    open_log(path).close()  # a missing input fails before anything is published
+    require_file(path)  # a missing input fails before anything is published
     per_tick = max(1, int(rate / 100)) if rate > 0 else 2048
     sent = 0
     started = time.monotonic()

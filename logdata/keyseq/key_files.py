@@ -23,10 +23,7 @@ seeded shuffle (``--seed``); every test-normal and test-abnormal sequence is tes
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import logging
-import lzma
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,7 +35,7 @@ import pandas as pd
 
 from logdata.errors import LogDataError
 from logdata.io import require_file, sha256_file
-from logdata.readers import compression_of
+from logdata.readers import open_compressed
 from reward.labels import ABNORMAL, NORMAL
 
 logger = logging.getLogger(__name__)
@@ -72,20 +69,9 @@ SHOWN_BAD_LINES = 5
 KEY_RE = re.compile(r"[0-9]+")
 
 
-def _open_zstd(path: Path, mode: str, encoding: str) -> IO[str]:
-    import zstandard
-
-    return zstandard.open(path, mode, encoding=encoding)
-
-
-#: Text openers by compression (:func:`logdata.readers.compression_of`; None: a plain file).
-OPENERS: dict[str | None, Any] = {None: open, "gzip": gzip.open, "bzip2": bz2.open,
-                                  "xz": lzma.open, "zstd": _open_zstd}
-
-
 def open_key_file(path: Path) -> IO[str]:
     """Open a key file as UTF-8 text, plain or compressed (told by its leading bytes)."""
-    return OPENERS[compression_of(path)](path, "rt", encoding="utf-8")
+    return open_compressed(path, "rt", encoding="utf-8")
 
 
 @dataclass
